@@ -1,0 +1,43 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+LISTEN ?= 127.0.0.1:8000
+
+.PHONY: help install models run test lint fmt bench clean
+
+help:
+	@echo "make run    set up .venv, build the example models, start the daemon on $(LISTEN)"
+	@echo "make test   lint, import contracts and the test suite"
+	@echo "make lint   ruff + import-linter only;  make fmt  format the code"
+	@echo "make clean  remove .venv, state/ and generated models"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/python examples/make_models.py
+
+run: models
+	$(BIN)/hotswap run --desired desired/ --state-dir state/ --listen $(LISTEN)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -q
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) state examples/registry

@@ -1,0 +1,1 @@
+"""hotswap control plane: desired state in, idempotent steps out, every transition journaled."""

@@ -1,0 +1,90 @@
+"""The build cache: `artifacts/<build key>/model.<backend>` plus `meta.json`, written last.
+
+An artifact counts as present only when its `meta.json` exists (renamed into place after the
+artifact itself), and it is loaded only after its own sha256 matches the one in `meta.json`: a
+torn or tampered artifact is rebuilt, never loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from reconciler.atomic import atomic_write, commit_file, temp_path_for
+from reconciler.errors import InvalidInput, RuntimeFailure
+from reconciler.store import sha256_file
+from reconciler.verify import VerifiedModel
+from runtime.backends import Backend, BackendError, BuildOptions
+
+
+class ArtifactCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, key: str) -> Path:
+        return self.root / key
+
+    def keys(self) -> frozenset[str]:
+        return frozenset(d.name for d in self.root.iterdir() if (d / "meta.json").is_file())
+
+    def build(self, verified: VerifiedModel, key: str, backend: Backend) -> Path:
+        spec = verified.spec
+        final = self._dir(key) / f"model.{backend.name}"
+        tmp = temp_path_for(final)
+        options = BuildOptions(
+            precision=spec.precision,
+            shapes={name: (r.min, r.opt, r.max) for name, r in spec.shapes},
+        )
+        try:
+            backend.build(verified.path, tmp, options)
+        except BackendError as e:
+            tmp.unlink(missing_ok=True)
+            cls = InvalidInput if e.reason == "precision-unsupported" else RuntimeFailure
+            raise cls(f"build {spec.name} v{spec.version}: {e}", reason=e.reason) from e
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        digest = sha256_file(tmp)
+        commit_file(tmp, final)
+        meta = {
+            "key": key,
+            "artifact": final.name,
+            "sha256": digest,
+            "backend": backend.name,
+            "backend_version": backend.version,
+            "precision": spec.precision,
+            "source_sha256": spec.sha256,
+            "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write(
+            self._dir(key) / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode()
+        )
+        return final
+
+    def open(self, key: str) -> Path:
+        """The artifact for `key`, checked against its recorded sha256; a bad one is discarded."""
+        directory = self._dir(key)
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            path = directory / meta["artifact"]
+            ok = meta.get("key") == key and sha256_file(path) == meta["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise RuntimeFailure(
+                f"build artifact {key[:12]} is damaged; discarded, it will be rebuilt",
+                reason="artifact-damaged",
+            )
+        return path
+
+    def remove_except(self, keep: set[str]) -> list[str]:
+        removed = []
+        for d in self.root.iterdir():
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        return sorted(removed)

@@ -1,0 +1,350 @@
+"""The `hotswap` command line: run the daemon, show the plan, the status and the journal.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or invalid input, 3 (`plan`) changes pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
+
+EPILOG = """\
+examples:
+  hotswap run --desired desired/ --state-dir state/ --listen 127.0.0.1:8000
+  hotswap plan                 # what the daemon would do now (exit 3 if anything is pending)
+  hotswap status               # desired vs served, per model, with the last error
+  hotswap journal --verify     # check the journal's hash chain
+
+Desired state is one YAML file per model in the desired directory (see schemas/); the state
+directory holds the model store, build cache, journal and status. Both default to ./desired and
+./state, or $HOTSWAP_DESIRED_DIR and $HOTSWAP_STATE_DIR.
+"""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("hotswap")
+    except Exception:
+        return "0+unknown"
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"--listen wants HOST:PORT, e.g. 127.0.0.1:8000 (got {value!r})"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--desired",
+        type=Path,
+        default=Path(os.environ.get("HOTSWAP_DESIRED_DIR", "desired")),
+        help="desired-state directory (may be a git-sync symlink; default: %(default)s)",
+    )
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("HOTSWAP_STATE_DIR", "state")),
+        help="state directory: store, build cache, journal, status (default: %(default)s)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="hotswap",
+        description="Keep the inference models on this device exactly as desired state says, swapping versions while serving.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hotswap {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the daemon: serve models and reconcile desired state",
+        description="Serve the KServe V2 API and reconcile desired state continuously. One daemon per state directory.",
+    )
+    run.add_argument(
+        "--listen",
+        type=_parse_listen,
+        default=("127.0.0.1", 8000),
+        metavar="HOST:PORT",
+        help="HTTP address (default: 127.0.0.1:8000; binds loopback unless told otherwise)",
+    )
+    run.add_argument(
+        "--resync",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="periodic full resync besides file events (default: %(default)s)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="inference threads per model instance (default: all cores)",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="JSON logs even on a terminal (the default when not a TTY)",
+    )
+
+    pl = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="print the steps the daemon would take now",
+        description="Plan against the daemon's last status snapshot and the local store. Exit 0 in sync, 3 changes pending, 2 invalid desired state.",
+    )
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+
+    st = sub.add_parser(
+        "status", parents=[common], help="desired vs observed per model, with the last error"
+    )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    jr = sub.add_parser(
+        "journal", parents=[common], help="print or verify the journal of transitions"
+    )
+    jr.add_argument("--model", help="only this model's records")
+    jr.add_argument("--json", action="store_true", help="one JSON object per line")
+    jr.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain; exit 1 and name the first bad record if broken",
+    )
+    jr.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N records")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import structlog
+    import uvicorn
+
+    from reconciler.controller import Controller
+    from reconciler.journal import Journal
+    from reconciler.lock import AlreadyRunning, StateLock
+    from reconciler.logs import configure
+    from runtime.server import create_app
+    from runtime.slot import Repository
+
+    configure(args.log_level, args.log_json)
+    log = structlog.get_logger("hotswap")
+    lock = StateLock(args.state_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as e:
+        print(f"hotswap: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    journal = Journal(args.state_dir / "journal.db")
+    repo = Repository()
+    controller = Controller(
+        args.desired, args.state_dir, journal, repo, resync_s=args.resync, threads=args.threads
+    )
+    host, port = args.listen
+    log.info(
+        "daemon.starting",
+        desired=str(args.desired),
+        state_dir=str(args.state_dir),
+        listen=f"{host}:{port}",
+        pid=os.getpid(),
+    )
+    controller.recover()
+    app = create_app(repo, controller.ready, _version())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    controller.start()
+    try:
+        server.run()
+    finally:
+        controller.stop()
+        journal.close()
+        lock.release()
+        log.info("daemon.stopped")
+    return EXIT_OK if server.started else EXIT_FAILURE
+
+
+def _observed_offline(state_dir: Path) -> Any:
+    from reconciler.status import observed_from_snapshot, read_snapshot
+    from runtime.backends import available_backends
+
+    blob_dir, art_dir = state_dir / "store" / "sha256", state_dir / "artifacts"
+    blobs = (
+        frozenset(p.name for p in blob_dir.iterdir() if len(p.name) == 64)
+        if blob_dir.is_dir()
+        else frozenset()
+    )
+    arts = (
+        frozenset(d.name for d in art_dir.iterdir() if (d / "meta.json").is_file())
+        if art_dir.is_dir()
+        else frozenset()
+    )
+    return observed_from_snapshot(read_snapshot(state_dir), blobs, arts, available_backends())
+
+
+def _print_errors(errors: Any) -> None:
+    for err in errors:
+        print(f"error: {err.message}", file=sys.stderr)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from reconciler.controller import read_desired
+    from reconciler.plan import plan
+
+    desired = read_desired(args.desired)
+    steps = plan(desired, _observed_offline(args.state_dir))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "steps": [{"model": s.model, "step": s.name, "text": str(s)} for s in steps],
+                    "errors": [e.to_json() for e in desired.errors],
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print_errors(desired.errors)
+        for s in steps:
+            print(f"- {s}")
+        if not steps:
+            print("in sync: nothing to do")
+    if desired.errors:
+        return EXIT_INVALID
+    return EXIT_PENDING if steps else EXIT_OK
+
+
+def _instance_text(inst: dict[str, Any] | None) -> str:
+    return f"v{inst['version']}" if inst else "-"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from reconciler.controller import read_desired
+    from reconciler.lock import StateLock
+    from reconciler.status import read_snapshot
+
+    snapshot = read_snapshot(args.state_dir) or {}
+    running = StateLock(args.state_dir).held_by_other()
+    desired = read_desired(args.desired)
+    served = snapshot.get("models", {})
+    rows = []
+    for name in sorted(set(served) | set(desired.models)):
+        m = served.get(name, {})
+        spec = desired.models.get(name)
+        active = m.get("active")
+        if spec is None:
+            state = "held (invalid file)" if name in desired.held_models() else "to unload"
+        elif m.get("failed_digest") == spec.digest:
+            state = "failed (quarantined)"
+        elif (
+            active and active.get("version") == spec.version and active.get("sha256") == spec.sha256
+        ):
+            state = "in sync"
+        else:
+            state = "updating" if running else "pending"
+        rows.append(
+            {
+                "model": name,
+                "desired": spec.version if spec else None,
+                "active": active,
+                "candidate": m.get("candidate"),
+                "standby": m.get("standby"),
+                "state": state,
+                "last_error": m.get("last_error"),
+            }
+        )
+    report = {
+        "daemon": {
+            "running": running,
+            "pid": snapshot.get("pid"),
+            "updated": snapshot.get("updated"),
+            "ready": snapshot.get("ready"),
+        },
+        "revision": desired.revision,
+        "models": rows,
+        "errors": [e.to_json() for e in desired.errors],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    d = report["daemon"]
+    print(
+        f"daemon: {'running, pid ' + str(d['pid']) if running else 'not running'}; last update {d['updated'] or 'never'}; ready: {d['ready']}"
+    )
+    if desired.revision:
+        print(f"desired revision: {desired.revision}")
+    print(f"{'MODEL':<16} {'DESIRED':<9} {'ACTIVE':<9} {'CANDIDATE':<10} {'STANDBY':<9} STATE")
+    for r in rows:
+        print(
+            f"{r['model']:<16} {('v' + r['desired']) if r['desired'] else '-':<9} {_instance_text(r['active']):<9} {_instance_text(r['candidate']):<10} {_instance_text(r['standby']):<9} {r['state']}"
+        )
+        if r["last_error"]:
+            print(f"  last error: {r['last_error']}")
+    for e in desired.errors:
+        print(f"invalid desired state: {e.message}")
+    return EXIT_OK
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from reconciler.journal import Journal, JournalError
+
+    try:
+        journal = Journal(args.state_dir / "journal.db", readonly=True)
+    except JournalError as e:
+        print(f"hotswap: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.verify:
+        result = journal.verify()
+        if result.ok:
+            print(f"journal ok: {result.records} records, hash chain intact")
+            return EXIT_OK
+        print(
+            f"journal BROKEN at seq {result.first_bad_seq}: {result.problem} ({result.records} records read)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    records = list(journal.records(args.model))
+    if args.tail:
+        records = records[-args.tail :]
+    for rec in records:
+        if args.json:
+            print(json.dumps(rec.to_json(), sort_keys=True))
+            continue
+        versions = f"{rec.from_version or '-'} -> {rec.to_version or '-'}"
+        detail = rec.details
+        note = detail.get("message") or detail.get("step") or ""
+        print(
+            f"{rec.seq:>5} {rec.time[:23]} {rec.model:<14} {rec.step:<13} {rec.phase:<7} {versions:<12} {note}"
+        )
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "journal": cmd_journal}[
+        args.command
+    ]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

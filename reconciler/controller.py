@@ -1,0 +1,216 @@
+"""The control loop: level-triggered reconciliation of desired state against the runtime.
+
+Every pass re-reads desired state from one snapshot of the (possibly symlinked) directory,
+observes the runtime and store, plans from scratch and hands each model's steps to a worker.
+Work is keyed by model: a model with work in flight is skipped until it finishes, so two passes
+never run the same model's steps concurrently, while different models proceed independently.
+File events only wake the loop early; a jittered periodic resync catches whatever they miss.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
+
+from reconciler.atomic import sweep_temp_files
+from reconciler.desired import Desired, LoadError, ModelSpec
+from reconciler.executor import Executor, StepContext
+from reconciler.gitrev import git_revision
+from reconciler.journal import Journal
+from reconciler.load import load_dir
+from reconciler.plan import plan
+from reconciler.status import write_snapshot
+from reconciler.steps import AnyStep
+from reconciler.watch import DesiredWatcher
+from runtime.slot import Repository
+
+log = structlog.get_logger("hotswap.controller")
+
+MAX_BACKOFF_S = 300.0
+
+
+def read_desired(desired_dir: Path) -> Desired:
+    """One consistent snapshot: resolve the git-sync link once, read every file through it."""
+    snapshot = Path(os.path.realpath(desired_dir))
+    revision = git_revision(snapshot) if snapshot.is_dir() else None
+    return load_dir(snapshot, revision=revision, display_dir=desired_dir)
+
+
+class Controller:
+    def __init__(
+        self,
+        desired_dir: Path,
+        state_dir: Path,
+        journal: Journal,
+        repo: Repository,
+        resync_s: float = 30.0,
+        workers: int = 2,
+        threads: int | None = None,
+    ) -> None:
+        self.desired_dir = desired_dir
+        self.state_dir = state_dir
+        self.journal = journal
+        self.repo = repo
+        self.resync_s = resync_s
+        self.ctx = StepContext(state_dir, journal, repo, threads=threads)
+        self.executor = Executor(self.ctx)
+        self.restored = False
+        self.desired: Desired | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._backoff: dict[
+            str, tuple[int, float]
+        ] = {}  # model -> (attempts, not before, monotonic)
+        self._reported_errors: frozenset[tuple[str, str]] = frozenset()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
+        self._loop_thread = threading.Thread(
+            target=self._loop, name="hotswap-reconcile", daemon=True
+        )
+        self._watcher = DesiredWatcher(desired_dir, self.wake, ignore=[state_dir])
+        self.passes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Before anything else: remove torn temp files, then serve the last promoted versions."""
+        for leftover in sweep_temp_files(self.state_dir):
+            log.warning("recover.removed-temp", path=str(leftover))
+        self.executor.restore_all()
+        self.restored = True
+        self.write_status()
+
+    def start(self) -> None:
+        self._watcher.start()
+        self._loop_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._watcher.stop()
+        self._loop_thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def ready(self) -> bool:
+        desired = self.desired
+        if not self.restored or desired is None:
+            return False
+        for name in desired.models:
+            slot = self.repo.get(name)
+            if slot is None or slot.active is None:
+                return False
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.reconcile_once()
+            except Exception:
+                log.exception("reconcile.pass-failed")
+            # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
+            self._wake.wait(timeout=self.resync_s * random.uniform(0.9, 1.1))
+
+    def reconcile_once(self) -> list[AnyStep]:
+        pass_started = time.monotonic()
+        desired = read_desired(self.desired_dir)
+        self.desired = desired
+        self._report_load_errors(desired.errors)
+        observed = self.ctx.observe()
+        steps = plan(desired, observed)
+        self.passes += 1
+        by_model: dict[str, list[AnyStep]] = {}
+        for step in steps:
+            by_model.setdefault(step.model, []).append(step)
+        now = time.monotonic()
+        for model, model_steps in by_model.items():
+            with self._lock:
+                if model in self._busy:
+                    continue
+                _, not_before = self._backoff.get(model, (0, 0.0))
+                if now < not_before:
+                    continue
+                self._busy.add(model)
+            log.info(
+                "reconcile.dispatch",
+                model=model,
+                steps=[str(s) for s in model_steps],
+                planned_in_ms=round((now - pass_started) * 1000, 1),
+            )
+            self._pool.submit(
+                self._work, model, model_steps, desired.models.get(model), desired.revision
+            )
+        self.write_status()
+        return steps
+
+    def _work(
+        self, model: str, steps: list[AnyStep], spec: ModelSpec | None, revision: str | None
+    ) -> None:
+        try:
+            outcome = self.executor.run(model, steps, spec, revision)
+            with self._lock:
+                if outcome.ok or outcome.terminal:
+                    self._backoff.pop(model, None)
+                else:
+                    attempts = self._backoff.get(model, (0, 0.0))[0] + 1
+                    delay = min(MAX_BACKOFF_S, 0.5 * 2**attempts) * random.uniform(0.5, 1.5)
+                    self._backoff[model] = (attempts, time.monotonic() + delay)
+                    log.info(
+                        "reconcile.retry-later",
+                        model=model,
+                        attempt=attempts,
+                        delay_s=round(delay, 2),
+                        reason=outcome.reason,
+                    )
+        except Exception:
+            log.exception("reconcile.worker-crashed", model=model)
+        finally:
+            with self._lock:
+                self._busy.discard(model)
+            self.write_status()
+            self.wake()
+
+    def _report_load_errors(self, errors: tuple[LoadError, ...]) -> None:
+        """Journal and log invalid desired files once per distinct error, not on every pass."""
+        current = frozenset((e.file, e.message) for e in errors)
+        for err in errors:
+            if (err.file, err.message) not in self._reported_errors:
+                log.error(
+                    "desired.invalid",
+                    file=err.file,
+                    line=err.line,
+                    field=err.field,
+                    model=err.model,
+                    error=err.message,
+                )
+                self.journal.append(
+                    err.model or err.file, "desired", "failed", detail=err.to_json()
+                )
+        self._reported_errors = current
+
+    def write_status(self) -> None:
+        with self._lock:
+            try:
+                write_snapshot(
+                    self.state_dir,
+                    self.desired,
+                    self.ctx.observe(),
+                    self.repo.describe(),
+                    self.ready(),
+                )
+            except OSError as e:
+                log.warning("status.write-failed", error=str(e))
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._busy)

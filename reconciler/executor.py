@@ -1,0 +1,395 @@
+"""The executor: runs one model's steps, journaling each transition before it acts.
+
+`StepContext` holds every side effect a step may have (store, build cache, runtime slots); steps
+only say which of its operations they need. `Executor.run` is the one interpreter of outcomes:
+it writes `begin` durably before `apply`, then `done` or `failed`; on a failure after the
+candidate was loaded it reverts (the active version never stopped serving); a terminal failure
+quarantines that desired digest so it is not retried in a loop, a transient one is retried by
+the controller with backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.artifacts import ArtifactCache
+from reconciler.buildkey import build_key
+from reconciler.crashpoint import crashpoint
+from reconciler.desired import ModelSpec, spec_from_json, spec_to_json
+from reconciler.errors import HotswapError, RuntimeFailure, TransientError
+from reconciler.fetch import fetch
+from reconciler.health import health_check, warm_up
+from reconciler.journal import Journal
+from reconciler.observed import InstanceInfo, ModelObserved, Observed
+from reconciler.steps import AnyStep, Detail, Revert
+from reconciler.store import Store
+from reconciler.verify import VerifiedModel, verify
+from runtime.backends import Backend, available_backends, get_backend
+from runtime.slot import Instance, Repository
+
+log = structlog.get_logger("hotswap.executor")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Done, or failed with a reason; `terminal` failures quarantine the desired digest."""
+
+    ok: bool
+    reason: str = ""
+    message: str = ""
+    terminal: bool = False
+
+
+def _info(inst: Instance | None, healthy_default: bool = True) -> InstanceInfo | None:
+    if inst is None:
+        return None
+    m = inst.meta
+    return InstanceInfo(
+        version=inst.version,
+        sha256=m.get("sha256", ""),
+        build_key=m.get("build_key", ""),
+        digest=m.get("digest", ""),
+        healthy=inst.healthy or healthy_default,
+        source_file=m.get("source_file", ""),
+    )
+
+
+class StepContext:
+    def __init__(
+        self, state_dir: Path, journal: Journal, repo: Repository, threads: int | None = None
+    ) -> None:
+        self.store = Store(state_dir / "store")
+        self.artifacts = ArtifactCache(state_dir / "artifacts")
+        self.journal = journal
+        self.repo = repo
+        self.threads = threads
+        self._backends: dict[str, Backend] = {}
+        self._backend_versions = tuple(sorted(available_backends().items()))
+        self._verified: dict[str, VerifiedModel] = {}
+        self._lock = threading.Lock()
+        self.failures: dict[str, tuple[str, str]] = {}  # model -> (desired digest, message)
+        self.last_error: dict[str, str] = {}
+
+    # -- observation -----------------------------------------------------------------------
+    def observe(self) -> Observed:
+        models: dict[str, ModelObserved] = {}
+        for name in set(self.repo.names()) | set(self.failures):
+            slot = self.repo.get(name)
+            failed = self.failures.get(name)
+            models[name] = ModelObserved(
+                name=name,
+                active=_info(slot.active) if slot else None,
+                candidate=_info(slot.candidate, healthy_default=False) if slot else None,
+                standby=_info(slot.standby) if slot else None,
+                failed_digest=failed[0] if failed else None,
+                last_error=self.last_error.get(name),
+            )
+        return Observed(
+            models=models,
+            blobs=self.store.blobs(),
+            artifacts=self.artifacts.keys(),
+            backend_versions=self._backend_versions,
+        )
+
+    def backend(self, name: str) -> Backend:
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = get_backend(name)
+            return self._backends[name]
+
+    def key_for(self, spec: ModelSpec) -> str:
+        return build_key(spec, dict(self._backend_versions).get(spec.backend))
+
+    # -- step operations ---------------------------------------------------------------------
+    def fetch(self, spec: ModelSpec) -> Detail:
+        path = fetch(spec, self.store)
+        return {"blob": path.name, "bytes": path.stat().st_size}
+
+    def verify(self, spec: ModelSpec) -> Detail:
+        path = self.store.path(spec.sha256)
+        if not path.is_file():
+            raise TransientError(
+                f"verify {spec.name} v{spec.version}: blob {spec.sha256[:12]} is not in the store",
+                reason="blob-missing",
+            )
+        self._verified[spec.name] = verify(spec, path)
+        return {"sha256": spec.sha256, "checks": ["sha256", "onnx-checker", "interface"]}
+
+    def _verified_for(self, spec: ModelSpec) -> VerifiedModel:
+        v = self._verified.get(spec.name)
+        if v is None or v.spec.digest != spec.digest:
+            self.verify(spec)
+            v = self._verified[spec.name]
+        return v
+
+    def build(self, spec: ModelSpec, key: str) -> Detail:
+        path = self.artifacts.build(self._verified_for(spec), key, self.backend(spec.backend))
+        return {"build_key": key, "artifact": str(path), "bytes": path.stat().st_size}
+
+    def _load(self, spec: ModelSpec, key: str) -> Instance:
+        verified = self._verified_for(spec)
+        if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
+            self.build(spec, key)
+        backend = self.backend(spec.backend)
+        try:
+            session = backend.load(self.artifacts.open(key), threads=self.threads)
+        except HotswapError:
+            raise
+        except Exception as e:
+            raise RuntimeFailure(
+                f"load {spec.name} v{spec.version}: {e}", reason="load-failed"
+            ) from e
+        meta = {
+            "sha256": spec.sha256,
+            "build_key": key,
+            "digest": spec.digest,
+            "source_file": spec.file,
+            "backend": spec.backend,
+            "precision": spec.precision,
+            "platform": f"{spec.backend}_onnx",
+            "interface": [t.name for t in verified.inputs + verified.outputs],
+        }
+        return Instance(spec.name, spec.version, session, meta)
+
+    def warm(self, spec: ModelSpec, key: str) -> Detail:
+        inst = self._load(spec, key)
+        try:
+            warm_up(spec, inst.session)
+        except BaseException:
+            inst.retire()
+            raise
+        self.repo.slot(spec.name).set_candidate(inst)
+        return {"iterations": spec.health.warmup_iterations}
+
+    def health_check(self, spec: ModelSpec) -> Detail:
+        slot = self.repo.slot(spec.name)
+        cand = slot.candidate
+        if cand is None or cand.meta.get("digest") != spec.digest:
+            raise RuntimeFailure(
+                f"health-check {spec.name} v{spec.version}: no candidate loaded",
+                reason="no-candidate",
+            )
+        report = health_check(spec, cand.session)
+        cand.healthy = True
+        return report.to_json()
+
+    def swap(self, spec: ModelSpec) -> Detail:
+        slot = self.repo.slot(spec.name)
+        old = slot.active.version if slot.active else None
+        new = slot.promote_candidate(spec.retention.keep_standby)
+        crashpoint("swap:flipped")
+        self.failures.pop(spec.name, None)
+        self.last_error.pop(spec.name, None)
+        return {
+            "promoted": new.version,
+            "previous": old,
+            "build_key": new.meta["build_key"],
+            "spec": spec_to_json(spec),
+        }
+
+    def retire(self, model: str, keep_standby: bool, keep_versions: int) -> Detail:
+        slot = self.repo.slot(model)
+        if not keep_standby:
+            slot.drop_standby()
+        keep_blobs, keep_keys = self._retained(keep_versions)
+        removed_blobs = self.store.remove_except(keep_blobs)
+        removed_artifacts = self.artifacts.remove_except(keep_keys)
+        return {"removed_blobs": removed_blobs, "removed_artifacts": removed_artifacts}
+
+    def _retained(self, keep_versions: int) -> tuple[set[str], set[str]]:
+        """What retention keeps: everything loaded, plus each model's last N promoted versions."""
+        blobs: set[str] = set()
+        keys: set[str] = set()
+        for name in self.repo.names():
+            slot = self.repo.get(name)
+            for inst in (slot.active, slot.candidate, slot.standby) if slot else ():
+                if inst is not None:
+                    blobs.add(inst.meta.get("sha256", ""))
+                    keys.add(inst.meta.get("build_key", ""))
+        recent: dict[str, list[tuple[str, str]]] = {}
+        for rec in self.journal.records():
+            if rec.step == "swap" and rec.phase == "done":
+                detail = rec.details
+                sha = detail.get("spec", {}).get("sha256", "")
+                entry = (sha, detail.get("build_key", ""))
+                versions = recent.setdefault(rec.model, [])
+                if entry in versions:
+                    versions.remove(entry)
+                versions.append(entry)
+        for versions in recent.values():
+            for sha, key in versions[-keep_versions:]:
+                blobs.add(sha)
+                keys.add(key)
+        return blobs, keys
+
+    def revert(self, model: str, reason: str) -> Detail:
+        slot = self.repo.get(model)
+        dropped = slot.drop_candidate() if slot else None
+        active = slot.active.version if slot and slot.active else None
+        return {
+            "dropped": dropped.version if dropped else None,
+            "serving": active,
+            "reason": reason,
+        }
+
+    def unload(self, model: str) -> Detail:
+        self.repo.remove(model)
+        self.failures.pop(model, None)
+        self.last_error.pop(model, None)
+        return {}
+
+    def restore(self, spec: ModelSpec) -> Detail:
+        """Serve a previously promoted version again (startup): verify, build if needed, load, activate."""
+        if not self.store.has(spec.sha256):
+            fetch(spec, self.store)
+        key = self.key_for(spec)
+        inst = self._load(spec, key)
+        inst.healthy = True
+        self.repo.slot(spec.name).activate(inst)
+        return {"restored": spec.version, "build_key": key}
+
+
+class Executor:
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self.journal = ctx.journal
+
+    def _active_version(self, model: str) -> str | None:
+        slot = self.ctx.repo.get(model)
+        return slot.active.version if slot and slot.active else None
+
+    def run(
+        self, model: str, steps: list[AnyStep], spec: ModelSpec | None, revision: str | None
+    ) -> Outcome:
+        common: dict[str, Any] = {
+            "to_version": spec.version if spec else None,
+            "desired_digest": spec.digest if spec else None,
+            "revision": revision,
+        }
+        for step in steps:
+            if step.done(self.ctx.observe()):
+                log.info("step.skip", model=model, step=step.name, reason="already done")
+                continue
+            from_version = self._active_version(model)
+            self.journal.append(
+                model,
+                step.name,
+                "begin",
+                from_version=from_version,
+                detail={"step": str(step)},
+                **common,
+            )
+            log.info(
+                "step.begin",
+                model=model,
+                step=step.name,
+                version=common["to_version"],
+                plan=str(step),
+            )
+            try:
+                detail = step.apply(self.ctx) or {}
+            except Exception as e:
+                err = (
+                    e
+                    if isinstance(e, HotswapError)
+                    else RuntimeFailure(
+                        f"{step.name} {model}: unexpected {type(e).__name__}: {e}",
+                        reason="unexpected",
+                    )
+                )
+                return self._failed(model, step, err, from_version, spec, common)
+            self.journal.append(
+                model, step.name, "done", from_version=from_version, detail=detail, **common
+            )
+            log.info("step.done", model=model, step=step.name, version=common["to_version"])
+        return Outcome(ok=True)
+
+    def _failed(
+        self,
+        model: str,
+        step: AnyStep,
+        err: HotswapError,
+        from_version: str | None,
+        spec: ModelSpec | None,
+        common: dict[str, Any],
+    ) -> Outcome:
+        detail = {"reason": err.reason, "message": err.message, "terminal": err.terminal}
+        self.journal.append(
+            model, step.name, "failed", from_version=from_version, detail=detail, **common
+        )
+        log.error(
+            "step.failed",
+            model=model,
+            step=step.name,
+            version=common["to_version"],
+            reason=err.reason,
+            error=err.message,
+        )
+        self.ctx.last_error[model] = err.message
+        slot = self.ctx.repo.get(model)
+        if slot is not None and slot.candidate is not None and not isinstance(step, Revert):
+            self.journal.append(
+                model,
+                "revert",
+                "begin",
+                from_version=from_version,
+                detail={"because": err.reason},
+                **common,
+            )
+            revert_detail = self.ctx.revert(model, err.message)
+            self.journal.append(
+                model, "revert", "done", from_version=from_version, detail=revert_detail, **common
+            )
+            log.warning(
+                "revert.done",
+                model=model,
+                serving=revert_detail.get("serving") if revert_detail else None,
+            )
+        if err.terminal and spec is not None:
+            self.ctx.failures[model] = (spec.digest, err.message)
+        return Outcome(ok=False, reason=err.reason, message=err.message, terminal=err.terminal)
+
+    def restore_all(self) -> dict[str, Outcome]:
+        """Startup: serve the last promoted version of every model before anything else."""
+        outcomes: dict[str, Outcome] = {}
+        for model, rec in sorted(self.journal.last_promoted().items()):
+            try:
+                spec = spec_from_json(rec.details["spec"])
+            except (KeyError, TypeError, ValueError) as e:
+                log.error("restore.unreadable", model=model, seq=rec.seq, error=str(e))
+                continue
+            common = {
+                "to_version": spec.version,
+                "desired_digest": spec.digest,
+                "revision": rec.revision,
+            }
+            self.journal.append(model, "restore", "begin", detail={"from_seq": rec.seq}, **common)
+            try:
+                detail = self.ctx.restore(spec)
+            except Exception as e:
+                message = e.message if isinstance(e, HotswapError) else f"{type(e).__name__}: {e}"
+                self.journal.append(
+                    model, "restore", "failed", detail={"message": message}, **common
+                )
+                log.error("restore.failed", model=model, version=spec.version, error=message)
+                outcomes[model] = Outcome(False, "restore-failed", message)
+                continue
+            self.journal.append(model, "restore", "done", detail=detail, **common)
+            log.info("restore.done", model=model, version=spec.version)
+            outcomes[model] = Outcome(True)
+        self._reload_quarantine()
+        return outcomes
+
+    def _reload_quarantine(self) -> None:
+        """Terminal failures since each model's last swap stay quarantined across restarts."""
+        for rec in self.journal.records():
+            if rec.step in ("swap", "unload") and rec.phase == "done":
+                self.ctx.failures.pop(rec.model, None)
+            elif rec.phase == "failed" and rec.details.get("terminal") and rec.desired_digest:
+                self.ctx.failures[rec.model] = (rec.desired_digest, rec.details.get("message", ""))
+                self.ctx.last_error[rec.model] = rec.details.get("message", "")

@@ -1,0 +1,47 @@
+"""Observed state as the planner sees it: what the runtime serves and what the store holds.
+
+Built by `reconciler.observe` from the runtime's report, the store and the build cache, or by the
+CLI from the daemon's status snapshot. Frozen and I/O-free so `plan()` stays pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One loaded version of a model."""
+
+    version: str
+    sha256: str
+    build_key: str
+    digest: str  # desired digest it was deployed for
+    healthy: bool = (
+        False  # health-checked (candidates only; active/standby are healthy by definition)
+    )
+    source_file: str = ""  # the desired YAML that asked for it
+
+
+@dataclass(frozen=True)
+class ModelObserved:
+    name: str
+    active: InstanceInfo | None = None
+    candidate: InstanceInfo | None = None
+    standby: InstanceInfo | None = None
+    failed_digest: str | None = None  # desired digest that failed terminally: not retried
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    models: dict[str, ModelObserved] = field(default_factory=dict)
+    blobs: frozenset[str] = frozenset()  # sha256 of complete, verified blobs in the store
+    artifacts: frozenset[str] = frozenset()  # build keys present in the build cache
+    backend_versions: tuple[tuple[str, str], ...] = ()  # (backend, version) available here
+
+    def model(self, name: str) -> ModelObserved:
+        return self.models.get(name) or ModelObserved(name)
+
+    def backend_version(self, backend: str) -> str | None:
+        return dict(self.backend_versions).get(backend)

@@ -1,0 +1,89 @@
+"""The planner: `plan(desired, observed) -> list[Step]`, pure and deterministic.
+
+No I/O, no clock, no randomness: the same inputs always give the same steps, which is what
+`hotswap plan` prints and what the table-driven tests pin down. Per model, in name order:
+
+- desired and in sync (the active instance has the desired version and build key): nothing;
+- desired but its digest failed terminally before (quarantined): nothing until it changes;
+- desired and different: the remaining steps of fetch -> verify -> build -> warm -> health-check
+  -> swap -> retire, dropping those `done(observed)` already; a stale candidate is reverted first;
+- held (its file is invalid, or a file that failed to load used to define it): nothing;
+- not desired anymore: unload (unless the directory itself could not be read).
+"""
+
+from __future__ import annotations
+
+from reconciler.buildkey import build_key
+from reconciler.desired import Desired, ModelSpec
+from reconciler.observed import ModelObserved, Observed
+from reconciler.steps import (
+    AnyStep,
+    Build,
+    Fetch,
+    HealthCheck,
+    Retire,
+    Revert,
+    Swap,
+    Unload,
+    Verify,
+    Warm,
+)
+
+
+def plan(desired: Desired, observed: Observed) -> list[AnyStep]:
+    steps: list[AnyStep] = []
+    held = desired.held_models()
+    errored_files = desired.errored_files()
+    for name in sorted(set(desired.models) | set(observed.models)):
+        spec = desired.models.get(name)
+        current = observed.model(name)
+        if spec is not None:
+            steps.extend(plan_model(spec, current, observed))
+        elif not desired.readable or name in held or _source_file(current) in errored_files:
+            continue
+        elif current.active or current.candidate or current.standby:
+            version = (current.active or current.candidate or current.standby).version  # type: ignore[union-attr]
+            steps.append(Unload(name, version))
+    return steps
+
+
+def in_sync(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool:
+    active = current.active
+    key = build_key(spec, observed.backend_version(spec.backend))
+    return active is not None and active.version == spec.version and active.build_key == key
+
+
+def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> list[AnyStep]:
+    if in_sync(spec, current, observed) or current.failed_digest == spec.digest:
+        return []
+    key = build_key(spec, observed.backend_version(spec.backend))
+    name = spec.name
+    chain: list[AnyStep] = []
+    if current.candidate is not None and current.candidate.build_key != key:
+        chain.append(Revert(name, current.candidate.version))
+    chain += [
+        Fetch(name, spec),
+        Verify(name, spec),
+        Build(name, spec, key),
+        Warm(name, spec, key),
+        HealthCheck(name, spec, key),
+    ]
+    warmed = Warm(name, spec, key).done(observed)
+    pending: list[AnyStep] = [
+        step
+        for step in chain
+        # verify and build feed warm: once the candidate is loaded they have nothing left to do
+        if not step.done(observed) and not (warmed and isinstance(step, Verify | Build | Fetch))
+    ]
+    # swap and retire are judged when their turn comes: before the swap there is nothing to retire
+    retention = spec.retention
+    pending += [
+        Swap(name, spec, key),
+        Retire(name, retention.keep_standby, retention.keep_versions),
+    ]
+    return pending
+
+
+def _source_file(current: ModelObserved) -> str | None:
+    inst = current.active or current.candidate or current.standby
+    return inst.source_file if inst else None

@@ -1,0 +1,39 @@
+"""Inference backends behind one small interface; `get_backend(name)` imports lazily.
+
+Lazy import matters: TensorRT is optional, and importing hotswap must never require it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from runtime.backends.base import Backend, BackendError, BuildOptions, Session, TensorInfo
+
+
+def get_backend(name: str) -> Backend:
+    if name == "onnxruntime":
+        from runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend()
+    raise BackendError(
+        f"backend {name!r} is not available on this device", reason="backend-unavailable"
+    )
+
+
+def available_backends() -> dict[str, str]:
+    """Backend name -> version, for the backends that import here."""
+    found: dict[str, str] = {}
+    with contextlib.suppress(Exception):
+        found["onnxruntime"] = get_backend("onnxruntime").version
+    return found
+
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BuildOptions",
+    "Session",
+    "TensorInfo",
+    "available_backends",
+    "get_backend",
+]
