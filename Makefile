@@ -10,7 +10,7 @@ LISTEN ?= 127.0.0.1:8000
 help:
 	@echo "make run    set up .venv, build the example models, start the daemon on $(LISTEN)"
 	@echo "make test   lint, import contracts and the test suite"
-	@echo "make lint   ruff + import-linter only;  make fmt  format the code"
+	@echo "make lint   ruff, import-linter, mypy;  make fmt  format the code"
 	@echo "make clean  remove .venv, state/ and generated models"
 
 $(STAMP): pyproject.toml
@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q

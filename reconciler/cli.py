@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     import structlog
     import uvicorn
 
@@ -169,6 +171,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
         )
     )
+    # uvicorn re-raises a SIGTERM it caught once its own shutdown is done; under the default
+    # handler that killed the process before the `finally` below stopped the controller and
+    # closed the journal. This handler makes the re-raise (or a SIGTERM before uvicorn has
+    # installed its own) a request to stop, so the shutdown always runs to the end.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     controller.start()
     try:
         server.run()
@@ -269,7 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "last_error": m.get("last_error"),
             }
         )
-    report = {
+    report: dict[str, Any] = {
         "daemon": {
             "running": running,
             "pid": snapshot.get("pid"),

@@ -101,7 +101,9 @@ class Journal:
                 raise JournalError(
                     f"{path}: no journal here (has the daemon run with this state dir?)"
                 )
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            # as_uri() percent-quotes the path: a raw `#`, `?` or `%` would open another file
+            uri = f"{path.absolute().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

@@ -310,8 +310,8 @@ def _parse(raw: bytes, shown: str) -> tuple[_Loader, Node, Any] | LoadError:
         if problem.startswith("but ") and e.context:  # "expected a single document ..."
             problem = f"{e.context}, {problem}"
         column = f" (column {mark.column + 1})" if mark else ""
-        line = mark.line + 1 if mark else None
-        return _error(shown, line, None, f"YAML syntax error: {problem}{column}")
+        mark_line = mark.line + 1 if mark else None
+        return _error(shown, mark_line, None, f"YAML syntax error: {problem}{column}")
     except yaml.YAMLError as e:
         return _error(shown, None, None, f"YAML syntax error: {e}")
     except RecursionError:

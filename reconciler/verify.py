@@ -18,7 +18,7 @@ from reconciler.store import sha256_file
 _PROOF = object()
 
 # ONNX TensorProto element type -> KServe V2 datatype
-_ONNX_TO_V2 = {
+_ONNX_TO_V2: dict[int, str] = {
     onnx.TensorProto.BOOL: "BOOL",
     onnx.TensorProto.UINT8: "UINT8",
     onnx.TensorProto.UINT16: "UINT16",

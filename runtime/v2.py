@@ -29,7 +29,7 @@ class InferRequest:
     requested_outputs: tuple[str, ...]  # empty: all outputs
 
 
-def _expect(cond: bool, message: str) -> None:
+def _expect(cond: object, message: str) -> None:
     if not cond:
         raise BadRequest(message)
 
@@ -87,6 +87,7 @@ def _decode_tensor(tensor: dict[str, Any], spec: TensorInfo) -> np.ndarray:
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape),
         f"input {name!r}: shape must be a list of non-negative integers",
     )
+    assert isinstance(shape, list)
     _expect(
         len(shape) == len(spec.shape),
         f"input {name!r}: rank {len(shape)} does not match the model's {list(spec.shape)}",

@@ -48,21 +48,24 @@ def _tensor_infos(args: list) -> tuple[TensorInfo, ...]:
 
 class OnnxRuntimeSession:
     def __init__(self, session: ort.InferenceSession) -> None:
-        self._session = session
+        self._session: ort.InferenceSession | None = session
         self.inputs = _tensor_infos(session.get_inputs())
         self.outputs = _tensor_infos(session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._session
+        if session is None:
+            raise BackendError("session was released", reason="infer-failed")
         try:
-            values = self._session.run(self._output_names, feeds)
+            values = session.run(self._output_names, feeds)
         except Exception as e:  # ORT raises its own exception types, all meaning "this run failed"
             raise BackendError(f"onnxruntime run failed: {e}", reason="infer-failed") from e
         return dict(zip(self._output_names, values, strict=True))
 
     def release(self) -> None:
         # Dropping the last reference frees the session's memory arena.
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
 
 class OnnxRuntimeBackend:
