@@ -81,10 +81,7 @@ class ArtifactCache:
             )
         return path
 
-    def remove_except(self, keep: set[str]) -> list[str]:
-        removed = []
-        for d in self.root.iterdir():
-            if d.is_dir() and d.name not in keep:
-                shutil.rmtree(d, ignore_errors=True)
-                removed.append(d.name)
-        return sorted(removed)
+    def remove(self, key: str) -> None:
+        # meta.json first: from that instant the key counts as absent, whatever is left behind.
+        (self._dir(key) / "meta.json").unlink(missing_ok=True)
+        shutil.rmtree(self._dir(key), ignore_errors=True)

@@ -126,6 +126,9 @@ class Controller:
         desired = read_desired(self.desired_dir)
         self.desired = desired
         self._report_load_errors(desired.errors)
+        specs = desired.models.values()
+        self.ctx.pinned_blobs = frozenset(s.sha256 for s in specs)
+        self.ctx.pinned_keys = frozenset(self.ctx.key_for(s) for s in specs)
         observed = self.ctx.observe()
         steps = plan(desired, observed)
         self.passes += 1

@@ -74,6 +74,9 @@ class StepContext:
         self._lock = threading.Lock()
         self.failures: dict[str, tuple[str, str]] = {}  # model -> (desired digest, message)
         self.last_error: dict[str, str] = {}
+        # What the current desired state of every model needs: never garbage-collected.
+        self.pinned_blobs: frozenset[str] = frozenset()
+        self.pinned_keys: frozenset[str] = frozenset()
 
     # -- observation -----------------------------------------------------------------------
     def observe(self) -> Observed:
@@ -196,36 +199,47 @@ class StepContext:
         slot = self.repo.slot(model)
         if not keep_standby:
             slot.drop_standby()
-        keep_blobs, keep_keys = self._retained(keep_versions)
-        removed_blobs = self.store.remove_except(keep_blobs)
-        removed_artifacts = self.artifacts.remove_except(keep_keys)
-        return {"removed_blobs": removed_blobs, "removed_artifacts": removed_artifacts}
+        old_blobs, old_keys = self._expired(model, keep_versions)
+        for sha in old_blobs:
+            self.store.path(sha).unlink(missing_ok=True)
+        for key in old_keys:
+            self.artifacts.remove(key)
+        return {"removed_blobs": sorted(old_blobs), "removed_artifacts": sorted(old_keys)}
 
-    def _retained(self, keep_versions: int) -> tuple[set[str], set[str]]:
-        """What retention keeps: everything loaded, plus each model's last N promoted versions."""
-        blobs: set[str] = set()
-        keys: set[str] = set()
+    def _expired(self, model: str, keep_versions: int) -> tuple[set[str], set[str]]:
+        """This model's blobs and artifacts beyond retention.
+
+        Only what this model's own history brought in is considered, so retiring one model
+        never touches another's files; anything loaded anywhere, or wanted by the current
+        desired state of any model (`pinned`, set by the controller each pass), is kept.
+        """
+        seen_blobs: set[str] = set()
+        seen_keys: set[str] = set()
+        promoted: list[tuple[str, str]] = []  # (sha256, build key), most recently promoted last
+        for rec in self.journal.records(model):
+            detail = rec.details
+            if rec.phase != "done":
+                continue
+            if rec.step == "fetch":
+                seen_blobs.add(detail.get("blob", ""))
+            elif rec.step == "build":
+                seen_keys.add(detail.get("build_key", ""))
+            elif rec.step == "swap":
+                entry = (detail.get("spec", {}).get("sha256", ""), detail.get("build_key", ""))
+                if entry in promoted:
+                    promoted.remove(entry)
+                promoted.append(entry)
+        keep_blobs, keep_keys = set(self.pinned_blobs), set(self.pinned_keys)
+        for sha, key in promoted[-keep_versions:]:
+            keep_blobs.add(sha)
+            keep_keys.add(key)
         for name in self.repo.names():
             slot = self.repo.get(name)
             for inst in (slot.active, slot.candidate, slot.standby) if slot else ():
                 if inst is not None:
-                    blobs.add(inst.meta.get("sha256", ""))
-                    keys.add(inst.meta.get("build_key", ""))
-        recent: dict[str, list[tuple[str, str]]] = {}
-        for rec in self.journal.records():
-            if rec.step == "swap" and rec.phase == "done":
-                detail = rec.details
-                sha = detail.get("spec", {}).get("sha256", "")
-                entry = (sha, detail.get("build_key", ""))
-                versions = recent.setdefault(rec.model, [])
-                if entry in versions:
-                    versions.remove(entry)
-                versions.append(entry)
-        for versions in recent.values():
-            for sha, key in versions[-keep_versions:]:
-                blobs.add(sha)
-                keys.add(key)
-        return blobs, keys
+                    keep_blobs.add(inst.meta.get("sha256", ""))
+                    keep_keys.add(inst.meta.get("build_key", ""))
+        return seen_blobs - keep_blobs - {""}, seen_keys - keep_keys - {""}
 
     def revert(self, model: str, reason: str) -> Detail:
         slot = self.repo.get(model)

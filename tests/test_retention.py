@@ -1,0 +1,69 @@
+"""Retention: the retire step frees the standby and old blobs/artifacts, never what is in use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tests.conftest import Daemon, Kit
+
+
+def _retention(keep_standby: bool, keep_versions: int):
+    def mutate(doc: dict) -> None:
+        doc["spec"]["retention"] = {"keep_standby": keep_standby, "keep_versions": keep_versions}
+
+    return mutate
+
+
+def _blobs(state: Path) -> set[str]:
+    return {p.name for p in (state / "store" / "sha256").iterdir()}
+
+
+def _artifact_sources(state: Path) -> set[str]:
+    return {
+        json.loads(m.read_text())["source_sha256"]
+        for m in (state / "artifacts").glob("*/meta.json")
+    }
+
+
+def _sha(kit: Kit, version: str) -> str:
+    return kit.doc(version)["spec"]["model"]["sha256"]
+
+
+def _retired(d: Daemon, version: str) -> bool:
+    return any(
+        r["step"] == "retire" and r["phase"] == "done" and r["to_version"] == version
+        for r in d.journal_records("classifier")
+    )
+
+
+def test_keep_one_version_without_standby_frees_the_old_one(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1", mutate=_retention(False, 1))
+    d.start()
+    d.wait_version("1")
+    kit.write(d.desired, "2", mutate=_retention(False, 1))
+    d.wait_version("2")
+    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+
+    assert _blobs(d.state) == {_sha(kit, "2")}
+    assert _artifact_sources(d.state) == {_sha(kit, "2")}
+    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
+    assert model["standby"] is None
+    for blob in (d.state / "store" / "sha256").iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def test_standby_and_recent_versions_are_kept(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1", mutate=_retention(True, 2))
+    d.start()
+    d.wait_version("1")
+    kit.write(d.desired, "2", mutate=_retention(True, 2))
+    d.wait_version("2")
+    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+
+    assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
+    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
+    assert model["standby"]["version"] == "1"
