@@ -59,7 +59,9 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
     chain: list[AnyStep] = []
-    if current.candidate is not None and current.candidate.build_key != key:
+    if current.candidate is not None and (
+        current.candidate.build_key != key or current.candidate.digest != spec.digest
+    ):
         chain.append(Revert(name, current.candidate.version))
     chain += [
         Fetch(name, spec),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from reconciler.desired import ModelSpec
-from reconciler.observed import Observed
+from reconciler.observed import InstanceInfo, Observed
 
 Detail = dict[str, Any] | None  # what a step reports for its `done` journal record
 
@@ -38,6 +38,16 @@ class Step(Protocol):
 
     def done(self, observed: Observed) -> bool: ...
     def apply(self, ctx: StepContext) -> Detail: ...
+
+
+def _candidate_for(
+    observed: Observed, model: str, spec: ModelSpec, key: str
+) -> InstanceInfo | None:
+    """The loaded candidate if it is exactly this deployment (same bytes, build and settings)."""
+    cand = observed.model(model).candidate
+    if cand is None or cand.build_key != key or cand.digest != spec.digest:
+        return None
+    return cand
 
 
 @dataclass(frozen=True)
@@ -102,8 +112,7 @@ class Warm:
     build_key: str
 
     def done(self, observed: Observed) -> bool:
-        cand = observed.model(self.model).candidate
-        return cand is not None and cand.build_key == self.build_key
+        return _candidate_for(observed, self.model, self.spec, self.build_key) is not None
 
     def apply(self, ctx: StepContext) -> Detail:
         return ctx.warm(self.spec, self.build_key)
@@ -123,8 +132,8 @@ class HealthCheck:
     build_key: str
 
     def done(self, observed: Observed) -> bool:
-        cand = observed.model(self.model).candidate
-        return cand is not None and cand.build_key == self.build_key and cand.healthy
+        cand = _candidate_for(observed, self.model, self.spec, self.build_key)
+        return cand is not None and cand.healthy
 
     def apply(self, ctx: StepContext) -> Detail:
         return ctx.health_check(self.spec)

@@ -97,7 +97,7 @@ def create_app(
             return _error(413, f"request body of {len(body_bytes)} bytes exceeds {MAX_BODY_BYTES}")
         try:
             body = json.loads(body_bytes)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the stack
             return _error(400, f"request body is not valid JSON: {e}")
 
         def run() -> Response:

@@ -18,6 +18,11 @@ from runtime.backends.base import NUMPY_TO_V2, V2_TO_NUMPY, TensorInfo
 MAX_ELEMENTS = 64 * 1024 * 1024  # per tensor; bounds memory a single request can claim
 
 
+# numpy kinds a JSON `data` list may parse to, per kind of the declared datatype
+_JSON_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b"}
+_KIND_NAMES = {"f": "number", "i": "integer", "u": "integer", "b": "boolean"}
+
+
 class BadRequest(Exception):
     """The client's request is wrong: HTTP 400 with this message."""
 
@@ -105,7 +110,15 @@ def _decode_tensor(tensor: dict[str, Any], spec: TensorInfo) -> np.ndarray:
     data = tensor.get("data")
     _expect(isinstance(data, list), f"input {name!r}: 'data' must be a list")
     try:
-        array = np.asarray(data, dtype=dtype)
+        raw = np.asarray(data)
+        # Only JSON values of the tensor's kind: a cast would turn null into NaN, "1.5" into
+        # 1.5 and 2.7 into an INT64 2, running the model on something the client never sent.
+        _expect(
+            raw.size == 0 or raw.dtype.kind in _JSON_KINDS.get(dtype.kind, ""),
+            f"input {name!r}: data is not valid {spec.datatype}: every value must be a JSON"
+            f" {_KIND_NAMES.get(dtype.kind, 'value of that type')}",
+        )
+        array = raw.astype(dtype)
     except (ValueError, TypeError, OverflowError) as e:
         raise BadRequest(f"input {name!r}: data is not valid {spec.datatype}: {e}") from e
     _expect(
