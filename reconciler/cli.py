@@ -90,10 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="periodic full resync besides file events (default: %(default)s)",
     )
     run.add_argument(
-        "--threads",
+        "--workers",
         type=int,
         default=None,
-        help="inference threads per model instance (default: all cores)",
+        help="inference worker threads (default: one per core)",
+    )
+    run.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every inference request (model, version, status, latency, request id)",
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime intra-op threads per model instance (default: %(default)s; the worker"
+        " pool gives parallelism across requests, so versions loaded side by side during a swap"
+        " never oversubscribe the cores; raise it for large models served one request at a time)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
@@ -140,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from reconciler.journal import Journal
     from reconciler.lock import AlreadyRunning, StateLock
     from reconciler.logs import configure
+    from runtime.metrics import Metrics
     from runtime.server import create_app
     from runtime.slot import Repository
 
@@ -153,8 +167,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     journal = Journal(args.state_dir / "journal.db")
     repo = Repository()
+    metrics = Metrics()
+    metrics.watch_state(repo.describe, journal.size_bytes)
     controller = Controller(
-        args.desired, args.state_dir, journal, repo, resync_s=args.resync, threads=args.threads
+        args.desired,
+        args.state_dir,
+        journal,
+        repo,
+        resync_s=args.resync,
+        threads=args.threads,
+        metrics=metrics,
     )
     host, port = args.listen
     log.info(
@@ -165,7 +187,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         pid=os.getpid(),
     )
     controller.recover()
-    app = create_app(repo, controller.ready, _version())
+    app = create_app(
+        repo,
+        controller.ready,
+        _version(),
+        metrics=metrics,
+        workers=args.workers,
+        access_log=args.access_log,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"

@@ -9,6 +9,7 @@ File events only wake the loop early; a jittered periodic resync catches whateve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -28,11 +29,13 @@ from reconciler.plan import plan
 from reconciler.status import write_snapshot
 from reconciler.steps import AnyStep
 from reconciler.watch import DesiredWatcher
+from runtime.metrics import Metrics
 from runtime.slot import Repository
 
 log = structlog.get_logger("hotswap.controller")
 
 MAX_BACKOFF_S = 300.0
+CONTROL_PLANE_NICE = 10
 
 
 def read_desired(desired_dir: Path) -> Desired:
@@ -40,6 +43,17 @@ def read_desired(desired_dir: Path) -> Desired:
     snapshot = Path(os.path.realpath(desired_dir))
     revision = git_revision(snapshot) if snapshot.is_dir() else None
     return load_dir(snapshot, revision=revision, display_dir=desired_dir)
+
+
+def _lower_priority() -> None:
+    """Builds, warm-ups and health checks yield the CPU to requests being served.
+
+    On Linux a thread is a task with its own nice value, so this lowers only the control-plane
+    worker threads, not the inference threads of the same process.
+    """
+    # Not Linux, or not allowed: run at normal priority.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONTROL_PLANE_NICE)
 
 
 class Controller:
@@ -52,6 +66,7 @@ class Controller:
         resync_s: float = 30.0,
         workers: int = 2,
         threads: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.desired_dir = desired_dir
         self.state_dir = state_dir
@@ -59,7 +74,7 @@ class Controller:
         self.repo = repo
         self.resync_s = resync_s
         self.ctx = StepContext(state_dir, journal, repo, threads=threads)
-        self.executor = Executor(self.ctx)
+        self.executor = Executor(self.ctx, metrics)
         self.restored = False
         self.desired: Desired | None = None
         self._wake = threading.Event()
@@ -70,7 +85,9 @@ class Controller:
             str, tuple[int, float]
         ] = {}  # model -> (attempts, not before, monotonic)
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="hotswap-model", initializer=_lower_priority
+        )
         self._loop_thread = threading.Thread(
             target=self._loop, name="hotswap-reconcile", daemon=True
         )

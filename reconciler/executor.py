@@ -11,6 +11,7 @@ the controller with backoff.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from reconciler.steps import AnyStep, Detail, Revert
 from reconciler.store import Store
 from reconciler.verify import VerifiedModel, verify
 from runtime.backends import Backend, available_backends, get_backend
+from runtime.metrics import Metrics
 from runtime.slot import Instance, Repository
 
 log = structlog.get_logger("hotswap.executor")
@@ -269,9 +271,10 @@ class StepContext:
 
 
 class Executor:
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext, metrics: Metrics | None = None) -> None:
         self.ctx = ctx
         self.journal = ctx.journal
+        self.metrics = metrics or Metrics()
 
     def _active_version(self, model: str) -> str | None:
         slot = self.ctx.repo.get(model)
@@ -305,9 +308,13 @@ class Executor:
                 version=common["to_version"],
                 plan=str(step),
             )
+            started = time.perf_counter()
             try:
                 detail = step.apply(self.ctx) or {}
             except Exception as e:
+                self.metrics.steps.labels(step.name, "failed").observe(
+                    time.perf_counter() - started
+                )
                 err = (
                     e
                     if isinstance(e, HotswapError)
@@ -317,6 +324,9 @@ class Executor:
                     )
                 )
                 return self._failed(model, step, err, from_version, spec, common)
+            self.metrics.steps.labels(step.name, "done").observe(time.perf_counter() - started)
+            if step.name == "swap":
+                self.metrics.swaps.labels(model).inc()
             self.journal.append(
                 model, step.name, "done", from_version=from_version, detail=detail, **common
             )
@@ -356,6 +366,7 @@ class Executor:
                 **common,
             )
             revert_detail = self.ctx.revert(model, err.message)
+            self.metrics.reverts.labels(model, err.reason).inc()
             self.journal.append(
                 model, "revert", "done", from_version=from_version, detail=revert_detail, **common
             )

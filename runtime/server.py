@@ -2,28 +2,46 @@
 
 Starlette because the V2 surface is a handful of routes and we want the ASGI app testable
 in-process (`httpx.ASGITransport`) with no framework magic; uvicorn because it is the
-best-kept ASGI server. Inference runs in worker threads (ONNX Runtime releases the GIL), so the
-event loop keeps answering health probes during long requests. Changes to what is served come
+best-kept ASGI server. Inference runs in a pool of worker threads sized to the machine (ONNX
+Runtime releases the GIL), so the event loop keeps answering health probes during long
+requests, and decoding, inference and encoding of a request all happen on one worker thread
+while it holds the instance it started on. Changes to what is served come
 only through desired state, never through this API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.backends.base import BackendError
-from runtime.slot import Instance, NotReady, Repository
-from runtime.v2 import BadRequest, decode_request, encode_response
+from runtime.metrics import Metrics
+from runtime.slot import Instance, ModelSlot, NotReady, Repository
+from runtime.v2 import BadRequest, EncodedResponse, decode_request, encode_response, split_body
+
+log = structlog.get_logger("hotswap.access")
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def default_workers() -> int:
+    """One inference thread per core: with single-threaded sessions (the ONNX Runtime default
+    here) that keeps the cores busy without oversubscribing them, however many versions are
+    loaded during a swap."""
+    return max(1, os.cpu_count() or 1)
 
 
 class V2JSONResponse(JSONResponse):
@@ -37,11 +55,38 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _render(encoded: EncodedResponse) -> Response:
+    if not encoded.binary:
+        return V2JSONResponse(encoded.header)
+    header = json.dumps(encoded.header, separators=(",", ":"), allow_nan=True).encode()
+    return Response(
+        b"".join((header, *encoded.binary)),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
+
+
 def create_app(
-    repo: Repository, is_ready: Callable[[], bool], server_version: str = "0"
+    repo: Repository,
+    is_ready: Callable[[], bool],
+    server_version: str = "0",
+    metrics: Metrics | None = None,
+    workers: int | None = None,
+    access_log: bool = False,
 ) -> Starlette:
+    """The V2 app. `workers` threads run inference (default: one per core, see `default_workers`)."""
+    metrics = metrics or Metrics()
+    pool = ThreadPoolExecutor(
+        max_workers=workers or default_workers(), thread_name_prefix="hotswap-infer"
+    )
+
+    async def loop_run(fn: Callable[..., Response], *args: Any) -> Response:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
     async def server_metadata(_: Request) -> Response:
-        return JSONResponse({"name": "hotswap", "version": server_version, "extensions": []})
+        return JSONResponse(
+            {"name": "hotswap", "version": server_version, "extensions": ["binary_tensor_data"]}
+        )
 
     async def live(_: Request) -> Response:
         return JSONResponse({"live": True})
@@ -91,34 +136,89 @@ def create_app(
         version = request.path_params.get("version")
         slot = repo.get(name)
         if slot is None:
+            metrics.errors.labels(name, "client").inc()
             return _error(404, f"unknown model {name!r}")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            metrics.errors.labels(name, "client").inc()
+            return _error(413, f"request body of {declared} bytes exceeds {MAX_BODY_BYTES}")
         body_bytes = await request.body()
-        if len(body_bytes) > MAX_BODY_BYTES:
-            return _error(413, f"request body of {len(body_bytes)} bytes exceeds {MAX_BODY_BYTES}")
+        request_id = request.headers.get("x-request-id")
+        return await loop_run(
+            run_infer,
+            name,
+            version,
+            slot,
+            body_bytes,
+            request.headers.get(HEADER_LENGTH),
+            request_id,
+        )
+
+    def run_infer(
+        name: str,
+        version: str | None,
+        slot: ModelSlot,
+        body_bytes: bytes,
+        header_length: str | None,
+        request_id: str | None,
+    ) -> Response:
+        """One request, entirely on the instance that was active when it started."""
+        start = time.perf_counter()
+        served = "-"
+        response: Response
         try:
-            body = json.loads(body_bytes)
-        except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the stack
-            return _error(400, f"request body is not valid JSON: {e}")
-
-        def run() -> Response:
+            if len(body_bytes) > MAX_BODY_BYTES:
+                raise BadRequest(
+                    f"request body of {len(body_bytes)} bytes exceeds {MAX_BODY_BYTES}"
+                )
+            header, binary = split_body(body_bytes, header_length)
             try:
-                with slot.acquire() as inst:
-                    if version is not None and version != inst.version:
-                        return _error(
-                            404,
-                            f"model {name!r} has no version {version!r} serving (active: {inst.version})",
-                        )
-                    req = decode_request(body, inst.session.inputs, inst.session.outputs)
-                    results = inst.session.infer(req.feeds)
-                    return V2JSONResponse(encode_response(name, inst.version, req, results))
-            except NotReady:
-                return _error(503, f"model {name!r} is not ready")
-            except BadRequest as e:
-                return _error(400, str(e))
-            except BackendError as e:
-                return _error(500, f"inference failed: {e}")
+                body = json.loads(header)
+            except (
+                ValueError,
+                RecursionError,
+            ) as e:  # RecursionError: nesting deeper than the stack
+                raise BadRequest(f"request body is not valid JSON: {e}") from e
+            with slot.acquire() as inst:
+                served = inst.version
+                if version is not None and version != inst.version:
+                    response = _error(
+                        404,
+                        f"model {name!r} has no version {version!r} serving (active: {inst.version})",
+                    )
+                else:
+                    req = decode_request(body, inst.session.inputs, inst.session.outputs, binary)
+                    response = _render(
+                        encode_response(name, inst.version, req, inst.session.infer(req.feeds))
+                    )
+        except NotReady:
+            response = _error(503, f"model {name!r} is not ready")
+        except BadRequest as e:
+            response = _error(400, str(e))
+        except BackendError as e:
+            response = _error(500, f"inference failed: {e}")
+        elapsed = time.perf_counter() - start
+        code = response.status_code
+        metrics.requests.labels(name, served, str(code)).inc()
+        if code == 200:
+            metrics.latency.labels(name, served).observe(elapsed)
+        else:
+            metrics.errors.labels(
+                name, {503: "unavailable", 500: "backend"}.get(code, "client")
+            ).inc()
+        if access_log:
+            log.info(
+                "infer",
+                model=name,
+                version=served,
+                status=code,
+                ms=round(elapsed * 1000, 3),
+                request_id=request_id,
+            )
+        return response
 
-        return await run_in_threadpool(run)
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
         Route("/v2", server_metadata),
@@ -130,5 +230,6 @@ def create_app(
         Route("/v2/models/{model}/versions/{version}", model_metadata),
         Route("/v2/models/{model}/versions/{version}/ready", model_ready),
         Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/metrics", metrics_endpoint),
     ]
     return Starlette(routes=routes)

@@ -1,8 +1,14 @@
-"""KServe V2 Open Inference Protocol: JSON request decoding and response encoding.
+"""KServe V2 Open Inference Protocol: request decoding and response encoding.
+
+Tensors travel as JSON `data` lists or, with the binary tensor data extension, as raw
+little-endian bytes after the JSON header (`Inference-Header-Content-Length` gives its size;
+each binary input says its `binary_data_size`, in order). Outputs come back binary when the
+output asks (`parameters.binary_data`) or the request does (`parameters.binary_data_output`),
+which is what tritonclient sends by default.
 
 Decoding checks the request against the model's declared inputs (names, datatypes, ranks, fixed
-dims, element counts) so a client mistake becomes a 400 with a message naming the tensor, never
-an error from inside the backend.
+dims, element counts, byte sizes) so a client mistake becomes a 400 with a message naming the
+tensor, never an error from inside the backend.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ class InferRequest:
     id: str | None
     feeds: dict[str, np.ndarray]
     requested_outputs: tuple[str, ...]  # empty: all outputs
+    binary_outputs: frozenset[str] = frozenset()  # outputs to return as raw bytes
+    binary_default: bool = False  # request-level binary_data_output, for outputs not listed
+
+
+@dataclass(frozen=True)
+class EncodedResponse:
+    header: dict[str, Any]
+    binary: tuple[bytes, ...]  # raw output bytes in header order; empty for a pure JSON reply
 
 
 def _expect(cond: object, message: str) -> None:
@@ -39,10 +53,35 @@ def _expect(cond: object, message: str) -> None:
         raise BadRequest(message)
 
 
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """Separate the JSON header from the binary tensor data that may follow it."""
+    if header_length is None:
+        return body, memoryview(b"")
+    _expect(
+        header_length.isdigit() and int(header_length) <= len(body),
+        f"Inference-Header-Content-Length {header_length!r} must be an integer between 0 and"
+        f" the body size {len(body)}",
+    )
+    n = int(header_length)
+    return body[:n], memoryview(body)[n:]
+
+
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = obj.get("parameters", {})
+    _expect(isinstance(params, dict), f"{where}.parameters must be an object")
+    return params
+
+
 def decode_request(
-    body: Any, inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]
+    body: Any,
+    inputs: tuple[TensorInfo, ...],
+    outputs: tuple[TensorInfo, ...],
+    binary: memoryview | bytes = b"",
 ) -> InferRequest:
     _expect(isinstance(body, dict), "request body must be a JSON object")
+    request_params = _parameters(body, "request")
+    binary_view = memoryview(binary)
+    offset = 0
     raw_inputs = body.get("inputs")
     _expect(isinstance(raw_inputs, list) and raw_inputs, "'inputs' must be a non-empty list")
     declared = {t.name: t for t in inputs}
@@ -53,10 +92,29 @@ def decode_request(
         _expect(isinstance(name, str), f"inputs[{i}].name must be a string")
         _expect(name in declared, f"unknown input {name!r}; the model takes {sorted(declared)}")
         _expect(name not in feeds, f"input {name!r} given twice")
-        feeds[name] = _decode_tensor(tensor, declared[name])
+        size = _parameters(tensor, f"inputs[{i}]").get("binary_data_size")
+        if size is None:
+            feeds[name] = _decode_tensor(tensor, declared[name])
+            continue
+        _expect(
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0,
+            f"input {name!r}: binary_data_size must be a non-negative integer",
+        )
+        _expect(
+            offset + size <= len(binary_view),
+            f"input {name!r}: binary_data_size {size} runs past the {len(binary_view)} bytes of"
+            " binary data (is Inference-Header-Content-Length set?)",
+        )
+        feeds[name] = _decode_tensor(tensor, declared[name], binary_view[offset : offset + size])
+        offset += size
+    _expect(
+        offset == len(binary_view),
+        f"{len(binary_view) - offset} bytes of binary data follow the tensors they belong to",
+    )
     missing = sorted(set(declared) - set(feeds))
     _expect(not missing, f"missing inputs {missing}")
     requested: list[str] = []
+    binary_outputs: set[str] = set()
     raw_outputs = body.get("outputs", [])
     _expect(isinstance(raw_outputs, list), "'outputs' must be a list")
     known_outputs = {t.name for t in outputs}
@@ -70,12 +128,27 @@ def decode_request(
             f"unknown output {out['name']!r}; the model gives {sorted(known_outputs)}",
         )
         requested.append(out["name"])
+        out_params = _parameters(out, f"outputs[{j}]")
+        _expect(
+            "classification" not in out_params and "class_count" not in out_params,
+            f"output {out['name']!r}: the classification extension is not supported",
+        )
+        if out_params.get("binary_data", request_params.get("binary_data_output", False)):
+            binary_outputs.add(out["name"])
     request_id = body.get("id")
     _expect(request_id is None or isinstance(request_id, str), "'id' must be a string")
-    return InferRequest(request_id, feeds, tuple(requested))
+    return InferRequest(
+        request_id,
+        feeds,
+        tuple(requested),
+        frozenset(binary_outputs),
+        bool(request_params.get("binary_data_output", False)),
+    )
 
 
-def _decode_tensor(tensor: dict[str, Any], spec: TensorInfo) -> np.ndarray:
+def _decode_tensor(
+    tensor: dict[str, Any], spec: TensorInfo, raw_bytes: memoryview | None = None
+) -> np.ndarray:
     name = spec.name
     datatype = tensor.get("datatype")
     _expect(
@@ -107,6 +180,17 @@ def _decode_tensor(tensor: dict[str, Any], spec: TensorInfo) -> np.ndarray:
         count <= MAX_ELEMENTS,
         f"input {name!r}: {count} elements exceed the limit of {MAX_ELEMENTS}",
     )
+    assert dtype is not None
+    if raw_bytes is not None:
+        _expect("data" not in tensor, f"input {name!r}: give either 'data' or binary_data_size")
+        want = count * dtype.itemsize
+        _expect(
+            len(raw_bytes) == want,
+            f"input {name!r}: binary_data_size is {len(raw_bytes)} bytes, shape {shape} of"
+            f" {spec.datatype} needs {want}",
+        )
+        # Little-endian per the protocol; frombuffer shares the request's bytes without a copy.
+        return np.frombuffer(raw_bytes, dtype=dtype.newbyteorder("<")).reshape(shape)
     data = tensor.get("data")
     _expect(isinstance(data, list), f"input {name!r}: 'data' must be a list")
     try:
@@ -119,6 +203,11 @@ def _decode_tensor(tensor: dict[str, Any], spec: TensorInfo) -> np.ndarray:
             f" {_KIND_NAMES.get(dtype.kind, 'value of that type')}",
         )
         array = raw.astype(dtype)
+        if dtype.kind == "f" and raw.dtype.kind == "f":
+            _expect(
+                bool(np.isfinite(array).all()) or not bool(np.isfinite(raw).all()),
+                f"input {name!r}: a value is out of range for {spec.datatype}",
+            )
     except (ValueError, TypeError, OverflowError) as e:
         raise BadRequest(f"input {name!r}: data is not valid {spec.datatype}: {e}") from e
     _expect(
@@ -130,20 +219,28 @@ def _decode_tensor(tensor: dict[str, Any], spec: TensorInfo) -> np.ndarray:
 
 def encode_response(
     model: str, version: str, request: InferRequest, results: dict[str, np.ndarray]
-) -> dict[str, Any]:
+) -> EncodedResponse:
     names = request.requested_outputs or tuple(results)
     outputs = []
+    chunks: list[bytes] = []
     for name in names:
         value = results[name]
-        outputs.append(
-            {
-                "name": name,
-                "datatype": NUMPY_TO_V2.get(value.dtype, str(value.dtype)),
-                "shape": list(value.shape),
-                "data": value.ravel().tolist(),
-            }
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": NUMPY_TO_V2.get(value.dtype, str(value.dtype)),
+            "shape": list(value.shape),
+        }
+        as_binary = name in request.binary_outputs or (
+            not request.requested_outputs and request.binary_default
         )
+        if as_binary:
+            raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = value.ravel().tolist()
+        outputs.append(entry)
     response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
     if request.id is not None:
         response["id"] = request.id
-    return response
+    return EncodedResponse(response, tuple(chunks))

@@ -1,0 +1,79 @@
+"""Prometheus metrics for both planes, on one registry served at `/metrics`.
+
+Counters and histograms are updated where things happen (request path, executor); what is
+loaded and how big the journal is are read at scrape time through callbacks, so they can never
+drift from the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+STEP_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self, describe_models: Callable[[], dict[str, Any]], journal_bytes: Callable[[], int]
+    ) -> None:
+        self._models = describe_models
+        self._journal_bytes = journal_bytes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "hotswap_model_version_info",
+            "Loaded model instances (1 per instance) by model, version and role",
+            labels=["model", "version", "role"],
+        )
+        in_flight = GaugeMetricFamily(
+            "hotswap_inference_in_flight",
+            "Requests running now, by model and version",
+            labels=["model", "version"],
+        )
+        for model, roles in self._models().items():
+            for role, inst in roles.items():
+                if inst:
+                    info.add_metric([model, str(inst["version"]), role], 1)
+                    in_flight.add_metric([model, str(inst["version"])], inst.get("in_flight", 0))
+        yield info
+        yield in_flight
+        size = GaugeMetricFamily("hotswap_journal_bytes", "Size of the journal files on disk")
+        size.add_metric([], self._journal_bytes())
+        yield size
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hotswap_inference_requests", "Inference requests by model, served version and HTTP status",
+            ["model", "version", "code"], registry=r,
+        )  # fmt: skip
+        self.errors = Counter(
+            "hotswap_inference_errors", "Failed inference requests by model and kind (client, unavailable, backend)",
+            ["model", "kind"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "hotswap_inference_duration_seconds", "Inference latency inside the server, by model and version",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.swaps = Counter("hotswap_swaps", "Versions promoted to active", ["model"], registry=r)
+        self.reverts = Counter(
+            "hotswap_reverts", "Candidates dropped after a failure", ["model", "reason"], registry=r
+        )
+        self.steps = Histogram(
+            "hotswap_step_duration_seconds", "Reconcile step durations by step and outcome",
+            ["step", "outcome"], buckets=STEP_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def watch_state(
+        self, describe_models: Callable[[], dict[str, Any]], journal_bytes: Callable[[], int]
+    ) -> None:
+        self.registry.register(_StateCollector(describe_models, journal_bytes))
