@@ -11,6 +11,7 @@ help:
 	@echo "make run    set up .venv, build the example models, start the daemon on $(LISTEN)"
 	@echo "make test   lint, import contracts and the test suite"
 	@echo "make lint   ruff, import-linter, mypy;  make fmt  format the code"
+	@echo "make bench  swap under load vs bare ONNX Runtime and restart (bench/README.md)"
 	@echo "make clean  remove .venv, state/ and generated models"
 
 $(STAMP): pyproject.toml
@@ -35,6 +36,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/swap_under_load.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
