@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -173,7 +174,9 @@ def create_app(
                 )
             header, binary = split_body(body_bytes, header_length)
             try:
-                body = json.loads(header)
+                # orjson: a 224x224 image as JSON parses about 5x faster than with json, and the
+                # parse holds the GIL that the other requests' inference threads need.
+                body = orjson.loads(header)
             except (
                 ValueError,
                 RecursionError,

@@ -8,8 +8,10 @@ time optimising while the old version serves.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,22 @@ def _tensor_infos(args: list) -> tuple[TensorInfo, ...]:
     )
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def trim_heap() -> None:
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 class OnnxRuntimeSession:
     def __init__(self, session: ort.InferenceSession) -> None:
         self._session: ort.InferenceSession | None = session
@@ -64,8 +82,10 @@ class OnnxRuntimeSession:
         return dict(zip(self._output_names, values, strict=True))
 
     def release(self) -> None:
-        # Dropping the last reference frees the session's memory arena.
+        # Dropping the last reference frees the session's memory arena; trimming then hands
+        # the freed pages back to the OS, so RSS does not ratchet up with every swap.
         self._session = None
+        trim_heap()
 
 
 class OnnxRuntimeBackend:
