@@ -61,6 +61,10 @@ def _info(inst: Instance | None, healthy_default: bool = True) -> InstanceInfo |
     )
 
 
+def _matches(inst: Instance, spec: ModelSpec, key: str) -> bool:
+    return inst.meta.get("build_key") == key and inst.meta.get("digest") == spec.digest
+
+
 class StepContext:
     def __init__(
         self, state_dir: Path, journal: Journal, repo: Repository, threads: int | None = None
@@ -186,7 +190,13 @@ class StepContext:
     def swap(self, spec: ModelSpec) -> Detail:
         slot = self.repo.slot(spec.name)
         old = slot.active.version if slot.active else None
-        new = slot.promote_candidate(spec.retention.keep_standby)
+        key = self.key_for(spec)
+        standby = slot.standby
+        if slot.candidate is None and standby is not None and _matches(standby, spec, key):
+            # Going back to the version kept warm: one pointer change, no load, no warm-up.
+            new = slot.promote_standby(spec.retention.keep_standby)
+        else:
+            new = slot.promote_candidate(spec.retention.keep_standby)
         crashpoint("swap:flipped")
         self.failures.pop(spec.name, None)
         self.last_error.pop(spec.name, None)

@@ -5,6 +5,7 @@ No I/O, no clock, no randomness: the same inputs always give the same steps, whi
 
 - desired and in sync (the active instance has the desired version and build key): nothing;
 - desired but its digest failed terminally before (quarantined): nothing until it changes;
+- desired and proven as the warm standby (same build and digest): swap back, retire;
 - desired and different: the remaining steps of fetch -> verify -> build -> warm -> health-check
   -> swap -> retire, dropping those `done(observed)` already; a stale candidate is reverted first;
 - held (its file is invalid, or a file that failed to load used to define it): nothing;
@@ -58,6 +59,19 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
         return []
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
+    retention = spec.retention
+    standby = current.standby
+    if (
+        current.candidate is None
+        and standby is not None
+        and standby.build_key == key
+        and standby.digest == spec.digest
+    ):
+        # The wanted version is loaded and proven as the warm standby: swap straight back.
+        return [
+            Swap(name, spec, key),
+            Retire(name, retention.keep_standby, retention.keep_versions),
+        ]
     chain: list[AnyStep] = []
     if current.candidate is not None and (
         current.candidate.build_key != key or current.candidate.digest != spec.digest
@@ -78,7 +92,6 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
         if not step.done(observed) and not (warmed and isinstance(step, Verify | Build | Fetch))
     ]
     # swap and retire are judged when their turn comes: before the swap there is nothing to retire
-    retention = spec.retention
     pending += [
         Swap(name, spec, key),
         Retire(name, retention.keep_standby, retention.keep_versions),

@@ -120,6 +120,19 @@ class ModelSlot:
             old_active.retire()
         return new
 
+    def promote_standby(self, keep_standby: bool) -> Instance:
+        """Swap back to the warm standby in one assignment; the old active becomes standby."""
+        with self._lock:
+            new = self.standby
+            if new is None:
+                raise RuntimeError(f"{self.name}: no standby to promote")
+            old_active = self.active
+            self.active = new
+            self.standby = old_active if keep_standby else None
+        if old_active is not None and not keep_standby:
+            old_active.retire()
+        return new
+
     def activate(self, inst: Instance) -> None:
         """Install an instance directly as active (restore at startup)."""
         with self._lock:

@@ -67,3 +67,26 @@ def test_standby_and_recent_versions_are_kept(kit: Kit, daemon) -> None:
     assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
     model = next(m for m in d.status()["models"] if m["model"] == "classifier")
     assert model["standby"]["version"] == "1"
+
+
+def test_going_back_to_the_standby_is_one_pointer_change(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    d.start()
+    d.wait_version("1")
+    kit.write(d.desired, "2")
+    d.wait_version("2")
+    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    seen = len(d.journal_records("classifier"))
+
+    kit.write(d.desired, "1")
+    d.wait_version("1")
+    d.wait_for(
+        lambda: _retired(d, "1") and len(d.journal_records("classifier")) > seen + 3,
+        what="retire of v1",
+    )
+    steps = [(r["step"], r["phase"]) for r in d.journal_records("classifier")[seen:]]
+    assert steps == [("swap", "begin"), ("swap", "done"), ("retire", "begin"), ("retire", "done")]
+    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
+    assert model["active"]["version"] == "1"
+    assert model["standby"]["version"] == "2"
