@@ -25,7 +25,9 @@ install: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python examples/make_models.py
 
+# The device trusts the example publisher's key: on a real device its owner installs the key.
 run: models
+	@mkdir -p state/trust && cp examples/keys/hotswap.pub state/trust/examples.pub
 	$(BIN)/hotswap run --desired desired/ --state-dir state/ --listen $(LISTEN)
 
 lint: $(STAMP)

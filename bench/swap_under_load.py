@@ -172,6 +172,7 @@ def load_make_models() -> Any:
 class Kit:
     models: dict[str, Path]  # version -> model.onnx
     docs: dict[str, dict[str, Any]]  # version -> ModelDeployment with absolute paths
+    public_key: Path  # the publisher's key, installed in the daemon's trust dir
 
 
 def build_kit(root: Path) -> Kit:
@@ -186,9 +187,10 @@ def build_kit(root: Path) -> Kit:
         spec = doc["spec"]
         spec["model"]["source"] = str((base / spec["model"]["source"]).resolve())
         spec["health"]["golden"] = str((base / spec["health"]["golden"]).resolve())
+        spec["model"]["manifest"] = str((base / spec["model"]["manifest"]).resolve())
         docs[spec["model"]["version"]] = doc
     assert {"1", "2"} <= set(docs), f"example YAMLs missing: {sorted(docs)}"
-    return Kit({v: Path(p) for v, p in models.items()}, docs)
+    return Kit({v: Path(p) for v, p in models.items()}, docs, root / "keys" / "hotswap.pub")
 
 
 def write_yaml_atomic(path: Path, doc: dict[str, Any]) -> tuple[float, float]:
@@ -732,6 +734,8 @@ def run_hotswap(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     desired, state = tmp / "desired", tmp / "state"
     desired.mkdir()
+    (state / "trust").mkdir(parents=True)
+    shutil.copyfile(kit.public_key, state / "trust" / "publisher.pub")
     yaml_path = desired / f"{MODEL}.yaml"
     write_yaml_atomic(yaml_path, kit.docs["1"])
     log_path = tmp / "daemon.log"

@@ -6,6 +6,9 @@ interface contract (verify must reject it). Every byte is a pure function of the
 library versions, so sha256 pins in the YAMLs stay valid when the script is rerun.
 
     python examples/make_models.py [--out examples/registry] [--desired desired] [--force]
+
+Each version is published as a signed package (model.onnx, manifest.json, manifest.json.sig)
+with the example publisher key in examples/keys/ (made on first run, never committed).
 """
 
 from __future__ import annotations
@@ -180,6 +183,7 @@ spec:
     version: "{version}"
     source: {_rel(model, yaml_dir)}
     sha256: "{sha}"
+    manifest: {_rel(model.parent / "manifest.json", yaml_dir)}
   runtime:
     backend: onnxruntime
     precision: fp32
@@ -211,14 +215,34 @@ def _show(path: Path, data: bytes, note: str) -> None:
     print(f"{note:<9} {sha}  {shown}  ({len(data):,} bytes)")
 
 
+def signing_key(key: Path) -> Path:
+    """The publisher's key: made on first use (a real registry's key lives off the device)."""
+    from reconciler.signing import generate_keypair
+
+    if not key.exists():
+        _, pub, keyid = generate_keypair(key.parent)
+        print(f"new signing key {keyid}: {key} (public half: {pub})")
+    return key
+
+
 def build(
-    out: Path, desired: Path | None, force: bool = False, *, examples: Path | None = None
+    out: Path,
+    desired: Path | None,
+    force: bool = False,
+    *,
+    examples: Path | None = None,
+    key: Path | None = None,
 ) -> dict[str, Path]:
-    """Write models, goldens and YAMLs; return {version: model path}.
+    """Write signed packages, goldens and YAMLs; return {version: model path}.
 
     `examples` is where the classifier.v*.yaml files go: main() passes the repo's examples/;
-    it defaults to `out` so an in-process call (a test) writes nothing outside out and desired."""
+    it defaults to `out` so an in-process call (a test) writes nothing outside out and desired.
+    `key` signs the packages (default `<out>/../keys/hotswap.key`, made if missing); a device
+    trusts them once its owner copies `hotswap.pub` into the device's trust directory."""
+    from reconciler.signing import publish
+
     examples = out if examples is None else examples
+    key = signing_key(key or out.parent / "keys" / "hotswap.key")
     golden_inputs = {"input": np.random.default_rng(1234).standard_normal(BATCH, np.float32)}
     models, model_bytes, pins = {}, {}, {}
     for version, v in VERSIONS.items():
@@ -230,6 +254,8 @@ def build(
         for path, blob in ((vdir / "model.onnx", data), (vdir / "golden.npz", golden)):
             _show(path, blob, "wrote" if write_atomic(path, blob) else "unchanged")
         models[version] = vdir / "model.onnx"
+        # Signed even when bad: a signature says who published it, not that it works.
+        publish(models[version], NAME, version, key, out)
         pins[version] = (models[version], vdir / "golden.npz", hashlib.sha256(data).hexdigest())
         suffix = {"3": "-nan", "4": "-broken"}.get(version, "")
         path = examples / f"{NAME}.v{version}{suffix}.yaml"

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reconciler import cli_package
+
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
 
 EPILOG = """\
@@ -20,6 +22,8 @@ examples:
   hotswap plan                 # what the daemon would do now (exit 3 if anything is pending)
   hotswap status               # desired vs served, per model, with the last error
   hotswap journal --verify     # check the journal's hash chain
+  hotswap keygen --out keys/   # a publisher key pair (the .pub goes into a device's trust dir)
+  hotswap publish model.onnx --name classifier --version 5 --key keys/hotswap.key --out registry/
 
 Desired state is one YAML file per model in the desired directory (see schemas/); the state
 directory holds the model store, build cache, journal and status. Both default to ./desired and
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON logs even on a terminal (the default when not a TTY)",
     )
+    cli_package.add_trust_dir_option(run)
 
     pl = sub.add_parser(
         "plan",
@@ -140,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the hash chain; exit 1 and name the first bad record if broken",
     )
     jr.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N records")
+    cli_package.add_commands(sub, common)  # keygen, sign, publish, verify
     return parser
 
 
@@ -177,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resync_s=args.resync,
         threads=args.threads,
         metrics=metrics,
+        trust_dir=args.trust_dir,
     )
     host, port = args.listen
     log.info(
@@ -303,6 +310,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "standby": m.get("standby"),
                 "state": state,
                 "last_error": m.get("last_error"),
+                "fetch": m.get("fetch"),  # {"bytes", "total"} while a download runs
             }
         )
     report: dict[str, Any] = {
@@ -330,6 +338,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"{r['model']:<16} {('v' + r['desired']) if r['desired'] else '-':<9} {_instance_text(r['active']):<9} {_instance_text(r['candidate']):<10} {_instance_text(r['standby']):<9} {r['state']}"
         )
+        auth = (r["active"] or {}).get("authorization") or {}
+        if auth.get("unsigned_opt_in"):
+            print("  UNSIGNED: served only because the device trust policy sets allow_unsigned")
+        elif auth.get("keyid"):
+            print(f"  signed by {auth['keyid']}, manifest {str(auth.get('manifest_sha256'))[:12]}")
+        if r["fetch"]:
+            done, total = r["fetch"]["bytes"], r["fetch"]["total"]
+            print(f"  fetching: {done}/{total if total is not None else '?'} bytes")
         if r["last_error"]:
             print(f"  last error: {r['last_error']}")
     for e in desired.errors:
@@ -345,37 +361,60 @@ def cmd_journal(args: argparse.Namespace) -> int:
     except JournalError as e:
         print(f"hotswap: {e}", file=sys.stderr)
         return EXIT_INVALID
+    try:
+        return _journal(args, journal)
+    finally:
+        journal.close()
+
+
+def _journal(args: argparse.Namespace, journal: Any) -> int:
+    import sqlite3
+
     if args.verify:
         result = journal.verify()
         if result.ok:
             print(f"journal ok: {result.records} records, hash chain intact")
             return EXIT_OK
+        where = f" at seq {result.first_bad_seq}" if result.first_bad_seq is not None else ""
         print(
-            f"journal BROKEN at seq {result.first_bad_seq}: {result.problem} ({result.records} records read)",
+            f"journal BROKEN{where}: {result.problem} ({result.records} records read)",
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    records = list(journal.records(args.model))
+    try:
+        records = list(journal.records(args.model))
+    except (sqlite3.Error, UnicodeDecodeError) as e:
+        print(f"journal BROKEN: SQLite cannot read the journal: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     if args.tail:
         records = records[-args.tail :]
     for rec in records:
-        if args.json:
-            print(json.dumps(rec.to_json(), sort_keys=True))
-            continue
-        versions = f"{rec.from_version or '-'} -> {rec.to_version or '-'}"
-        detail = rec.details
-        note = detail.get("message") or detail.get("step") or ""
-        print(
-            f"{rec.seq:>5} {rec.time[:23]} {rec.model:<14} {rec.step:<13} {rec.phase:<7} {versions:<12} {note}"
-        )
+        try:
+            print(_record_line(rec, args.json))
+        except (TypeError, ValueError) as e:  # a damaged file: a blob or number where text was
+            print(
+                f"journal BROKEN at seq {rec.seq}: the record cannot be shown ({e});"
+                " see hotswap journal --verify",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
     return EXIT_OK
 
 
+def _record_line(rec: Any, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(rec.to_json(), sort_keys=True)
+    versions = f"{rec.from_version or '-'} -> {rec.to_version or '-'}"
+    detail = rec.details
+    note = detail.get("message") or detail.get("step") or ""
+    return f"{rec.seq:>5} {rec.time[:23]} {rec.model:<14} {rec.step:<13} {rec.phase:<7} {versions:<12} {note}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "journal": cmd_journal}[
+    args = cli_package.finish_args(build_parser().parse_args(argv))
+    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "journal": cmd_journal}.get(
         args.command
-    ]
+    ) or args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from reconciler.load import load_dir
 from reconciler.plan import plan
 from reconciler.status import write_snapshot
 from reconciler.steps import AnyStep
+from reconciler.trust import TrustConfigError, load_policy
 from reconciler.watch import DesiredWatcher
 from runtime.metrics import Metrics
 from runtime.slot import Repository
@@ -67,6 +68,7 @@ class Controller:
         workers: int = 2,
         threads: int | None = None,
         metrics: Metrics | None = None,
+        trust_dir: Path | None = None,
     ) -> None:
         self.desired_dir = desired_dir
         self.state_dir = state_dir
@@ -74,7 +76,10 @@ class Controller:
         self.repo = repo
         self.resync_s = resync_s
         self.ctx = StepContext(state_dir, journal, repo, threads=threads)
+        self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
         self.executor = Executor(self.ctx, metrics)
+        self.trust_dir = trust_dir or state_dir / "trust"
+        self._trust_error: str | None = None
         self.restored = False
         self.desired: Desired | None = None
         self._wake = threading.Event()
@@ -99,6 +104,7 @@ class Controller:
         """Before anything else: remove torn temp files, then serve the last promoted versions."""
         for leftover in sweep_temp_files(self.state_dir):
             log.warning("recover.removed-temp", path=str(leftover))
+        self.refresh_trust()
         self.executor.restore_all()
         self.restored = True
         self.write_status()
@@ -140,6 +146,7 @@ class Controller:
 
     def reconcile_once(self) -> list[AnyStep]:
         pass_started = time.monotonic()
+        self.refresh_trust()
         desired = read_desired(self.desired_dir)
         self.desired = desired
         self._report_load_errors(desired.errors)
@@ -200,6 +207,32 @@ class Controller:
             self.write_status()
             self.wake()
 
+    def refresh_trust(self) -> None:
+        """Re-read the device trust policy; a broken policy file keeps the last good one."""
+        try:
+            self.ctx.policy = load_policy(self.trust_dir)
+        except TrustConfigError as e:
+            if e.message != self._trust_error:
+                log.error("trust.invalid", trust_dir=str(self.trust_dir), error=e.message)
+                self.journal.append("-", "trust", "failed", detail={"message": e.message})
+            self._trust_error = e.message
+            return
+        if self._trust_error is not None or self.passes == 0:
+            policy = self.ctx.policy
+            if policy.allow_unsigned:
+                log.warning(
+                    "trust.ALLOW-UNSIGNED",
+                    trust_dir=str(self.trust_dir),
+                    note="unsigned models will be served",
+                )
+            if not policy.keys and not policy.allow_unsigned:
+                log.warning(
+                    "trust.no-keys",
+                    trust_dir=str(self.trust_dir),
+                    note="no model can be verified until a publisher key is installed here",
+                )
+        self._trust_error = None
+
     def _report_load_errors(self, errors: tuple[LoadError, ...]) -> None:
         """Journal and log invalid desired files once per distinct error, not on every pass."""
         current = frozenset((e.file, e.message) for e in errors)
@@ -227,6 +260,7 @@ class Controller:
                     self.ctx.observe(),
                     self.repo.describe(),
                     self.ready(),
+                    progress=dict(self.ctx.progress),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -10,8 +10,11 @@ the controller with backoff.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,14 @@ from reconciler.buildkey import build_key
 from reconciler.crashpoint import crashpoint
 from reconciler.desired import ModelSpec, spec_from_json, spec_to_json
 from reconciler.errors import HotswapError, RuntimeFailure, TransientError
-from reconciler.fetch import fetch
+from reconciler.fetch import fetch, fetch_bytes, manifest_location
+from reconciler.fetchers import ProgressBar
 from reconciler.health import health_check, warm_up
 from reconciler.journal import Journal
 from reconciler.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.steps import AnyStep, Detail, Revert
 from reconciler.store import Store
+from reconciler.trust import Authorization, TrustPolicy, authorize
 from reconciler.verify import VerifiedModel, verify
 from runtime.backends import Backend, available_backends, get_backend
 from runtime.metrics import Metrics
@@ -67,8 +72,17 @@ def _matches(inst: Instance, spec: ModelSpec, key: str) -> bool:
 
 class StepContext:
     def __init__(
-        self, state_dir: Path, journal: Journal, repo: Repository, threads: int | None = None
+        self,
+        state_dir: Path,
+        journal: Journal,
+        repo: Repository,
+        threads: int | None = None,
+        policy: TrustPolicy | None = None,
     ) -> None:
+        self.state_dir = state_dir
+        # The device's trust policy: from the device's trust dir, never from desired state.
+        self.policy = policy or TrustPolicy(keys={})
+        self._authorized: dict[str, tuple[str, Authorization]] = {}  # model -> (digest, auth)
         self.store = Store(state_dir / "store")
         self.artifacts = ArtifactCache(state_dir / "artifacts")
         self.journal = journal
@@ -83,6 +97,10 @@ class StepContext:
         # What the current desired state of every model needs: never garbage-collected.
         self.pinned_blobs: frozenset[str] = frozenset()
         self.pinned_keys: frozenset[str] = frozenset()
+        # Downloads in flight: model -> (bytes, total); `on_progress` (the controller's status
+        # writer) is called at most once a second while they run.
+        self.progress: dict[str, tuple[int, int | None]] = {}
+        self.on_progress: Callable[[], None] | None = None
 
     # -- observation -----------------------------------------------------------------------
     def observe(self) -> Observed:
@@ -116,8 +134,39 @@ class StepContext:
 
     # -- step operations ---------------------------------------------------------------------
     def fetch(self, spec: ModelSpec) -> Detail:
-        path = fetch(spec, self.store)
+        path = self._fetch(spec)
         return {"blob": path.name, "bytes": path.stat().st_size}
+
+    def _fetch(self, spec: ModelSpec) -> Path:
+        bar = ProgressBar(f"{spec.name} v{spec.version}")
+        written = [float("-inf")]  # this download's first report is shown at once
+
+        def progress(done: int, total: int | None) -> None:
+            self.progress[spec.name] = (done, total)
+            bar(done, total)
+            now = time.monotonic()
+            if self.on_progress and now - written[0] >= 1.0:
+                written[0] = now
+                self.on_progress()
+
+        # Metadata before bytes: the signed manifest says how big the model may be.
+        auth = self.authorize(spec)
+        cap = (
+            min(auth.size, self.policy.max_model_bytes)
+            if auth.size
+            else self.policy.max_model_bytes
+        )
+        try:
+            return fetch(
+                spec,
+                self.store,
+                max_bytes=cap,
+                allow_http=self.policy.allow_http,
+                progress=progress,
+            )
+        finally:
+            self.progress.pop(spec.name, None)
+            bar.close()
 
     def verify(self, spec: ModelSpec) -> Detail:
         path = self.store.path(spec.sha256)
@@ -126,8 +175,57 @@ class StepContext:
                 f"verify {spec.name} v{spec.version}: blob {spec.sha256[:12]} is not in the store",
                 reason="blob-missing",
             )
-        self._verified[spec.name] = verify(spec, path)
-        return {"sha256": spec.sha256, "checks": ["sha256", "onnx-checker", "interface"]}
+        auth = self.authorize(spec)
+        self._verified[spec.name] = verify(
+            spec,
+            path,
+            allowed_domains=self.policy.allowed_domains,
+            max_bytes=self.policy.max_model_bytes,
+        )
+        checks = ["signature" if auth.signed else "UNSIGNED", "sha256", "onnx", "interface"]
+        return {"sha256": spec.sha256, "checks": checks, "authorization": auth.to_json()}
+
+    def authorize(self, spec: ModelSpec) -> Authorization:
+        """Check the signed manifest against the device trust policy (cached per digest)."""
+        cached = self._authorized.get(spec.name)
+        if cached and cached[0] == spec.digest:
+            return cached[1]
+        url = manifest_location(spec)
+        manifest = self._document(url)
+        signature = self._document(url + ".sig") if manifest is not None else None
+        auth = authorize(
+            self.policy,
+            name=spec.name,
+            version=spec.version,
+            sha256=spec.sha256,
+            manifest=manifest,
+            signature=signature,
+            now=dt.datetime.now(dt.timezone.utc),
+        )
+        if not auth.signed:
+            log.warning(
+                "verify.UNSIGNED",
+                model=spec.name,
+                version=spec.version,
+                note="accepted only because the device trust policy sets allow_unsigned",
+            )
+        self._authorized[spec.name] = (spec.digest, auth)
+        return auth
+
+    def seed_authorization(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> None:
+        if isinstance(recorded, dict):
+            known = {f.name for f in dataclasses.fields(Authorization)}
+            auth = Authorization(**{k: v for k, v in recorded.items() if k in known})
+            self._authorized[spec.name] = (spec.digest, auth)
+
+    def _document(self, url: str) -> bytes | None:
+        """A manifest or signature, or None when the registry has none (not when it is down)."""
+        try:
+            return fetch_bytes(url, allow_http=self.policy.allow_http)
+        except TransientError as e:
+            if e.reason == "source-missing":
+                return None
+            raise
 
     def _verified_for(self, spec: ModelSpec) -> VerifiedModel:
         v = self._verified.get(spec.name)
@@ -161,6 +259,7 @@ class StepContext:
             "backend": spec.backend,
             "precision": spec.precision,
             "platform": f"{spec.backend}_onnx",
+            "authorization": self.authorize(spec).to_json(),  # cached by verify: no I/O
             "interface": [t.name for t in verified.inputs + verified.outputs],
         }
         return Instance(spec.name, spec.version, session, meta)
@@ -205,6 +304,8 @@ class StepContext:
             "previous": old,
             "build_key": new.meta["build_key"],
             "spec": spec_to_json(spec),
+            # who authorised it (key id, manifest digest); the git commit is the record's revision
+            "authorization": new.meta.get("authorization"),
         }
 
     def retire(self, model: str, keep_standby: bool, keep_versions: int) -> Detail:
@@ -216,6 +317,7 @@ class StepContext:
             self.store.path(sha).unlink(missing_ok=True)
         for key in old_keys:
             self.artifacts.remove(key)
+        self.store.clean_partials(keep=self.pinned_blobs)  # week-old abandoned downloads
         return {"removed_blobs": sorted(old_blobs), "removed_artifacts": sorted(old_keys)}
 
     def _expired(self, model: str, keep_versions: int) -> tuple[set[str], set[str]]:
@@ -272,7 +374,7 @@ class StepContext:
     def restore(self, spec: ModelSpec) -> Detail:
         """Serve a previously promoted version again (startup): verify, build if needed, load, activate."""
         if not self.store.has(spec.sha256):
-            fetch(spec, self.store)
+            self._fetch(spec)
         key = self.key_for(spec)
         inst = self._load(spec, key)
         inst.healthy = True
@@ -405,6 +507,9 @@ class Executor:
             }
             self.journal.append(model, "restore", "begin", detail={"from_seq": rec.seq}, **common)
             try:
+                # It was authorised when promoted (the chain-verified journal says by whom):
+                # serving it again at boot must not wait for the registry to be reachable.
+                self.ctx.seed_authorization(spec, rec.details.get("authorization"))
                 detail = self.ctx.restore(spec)
             except Exception as e:
                 message = e.message if isinstance(e, HotswapError) else f"{type(e).__name__}: {e}"

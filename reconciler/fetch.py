@@ -1,59 +1,69 @@
 """Fetch: bring a model's bytes from its source into the content-addressed store.
 
-Local paths and `file://` here; a network source is refused with a clear message rather than
-fetched without the signed-package checks that must come with it.
+The Fetch step (via `StepContext.fetch`) calls `fetch(spec, store, ...)`; startup restore calls
+it too when a promoted blob went missing. This layer knows the desired-state spec: it names the
+desired file and field in every message and applies the global size cap; the transports, the
+resume and retry loop live in `fetchers.py`. `fetch_bytes` reads small documents (a manifest and
+its signature) under a 1 MiB cap; `manifest_location` says where a model's manifest is.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urljoin
 
 from reconciler.desired import ModelSpec
-from reconciler.errors import InvalidInput, TransientError
+from reconciler.fetchers import Progress, fetch_into_store, local_path
+from reconciler.fetchers import fetch_bytes as _fetch_bytes
 from reconciler.store import Store
 
+__all__ = ["GLOBAL_MAX_BYTES", "fetch", "fetch_bytes", "local_path", "manifest_location"]
 
-def local_path(source: str) -> Path | None:
-    parsed = urlparse(source)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
-        return Path(source)
-    return None
+# No model file is larger than this, whatever a manifest says (ONNX protobufs stop at 2 GiB;
+# this leaves room for engines and external-data models while bounding a runaway stream).
+GLOBAL_MAX_BYTES = 8 << 30
+DOCUMENT_MAX_BYTES = 1 << 20
 
 
-def fetch(spec: ModelSpec, store: Store) -> Path:
+def fetch(
+    spec: ModelSpec,
+    store: Store,
+    *,
+    max_bytes: int | None = None,
+    allow_http: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Path:
+    """The blob of `spec` in `store`, downloaded (or resumed) if it is not there yet.
+
+    `max_bytes` (from the signed manifest, when there is one) is capped by GLOBAL_MAX_BYTES;
+    `options` go to `fetch_into_store` (retries, timeouts, injected sleep/clock for tests).
+    """
     where = f"{spec.file} spec.model.source" if spec.file else "spec.model.source"
-    path = local_path(spec.source)
-    if path is None:
-        raise InvalidInput(
-            f"fetch {spec.name} v{spec.version}: {where}: scheme of {spec.source!r} is not supported"
-            " (use a path relative to the YAML file, an absolute path or file://)",
-            reason="source-unsupported",
-        )
-    if store.has(spec.sha256):
-        return store.path(spec.sha256)
-    try:
-        with path.open("rb") as stream:
-            return store.put_stream(stream, spec.sha256, f"{spec.name} v{spec.version} ({path})")
-    except FileNotFoundError as e:
-        raise TransientError(
-            f"fetch {spec.name} v{spec.version}: {where}: {path} does not exist",
-            reason="source-missing",
-        ) from e
-    except IsADirectoryError as e:
-        raise InvalidInput(
-            f"fetch {spec.name} v{spec.version}: {where}: {path} is a directory",
-            reason="source-invalid",
-        ) from e
-    except PermissionError as e:
-        raise TransientError(
-            f"fetch {spec.name} v{spec.version}: {where}: {path}: permission denied",
-            reason="source-unreadable",
-        ) from e
-    except OSError as e:
-        # ENOSPC, EIO: nothing was renamed into place; the next attempt starts clean.
-        raise TransientError(
-            f"fetch {spec.name} v{spec.version}: {e.strerror or e}", reason="fetch-io-error"
-        ) from e
+    cap = GLOBAL_MAX_BYTES if max_bytes is None else min(max_bytes, GLOBAL_MAX_BYTES)
+    return fetch_into_store(
+        spec.source,
+        spec.sha256,
+        store,
+        max_bytes=cap,
+        allow_http=allow_http,
+        progress=progress,
+        what=f"fetch {spec.name} v{spec.version}: {where}",
+        **options,
+    )
+
+
+def fetch_bytes(url: str, max_bytes: int = DOCUMENT_MAX_BYTES, allow_http: bool = False) -> bytes:
+    """A small document (manifest, signature) in memory; more than `max_bytes` is refused."""
+    return _fetch_bytes(url, min(max_bytes, DOCUMENT_MAX_BYTES), allow_http)
+
+
+def manifest_location(spec: ModelSpec) -> str:
+    """`spec.model.manifest`, or `manifest.json` beside the model, as `hotswap publish` lays out."""
+    if spec.manifest:
+        return spec.manifest
+    if "://" in spec.source:
+        return urljoin(spec.source, "manifest.json")
+    return os.path.join(os.path.dirname(spec.source), "manifest.json")

@@ -92,6 +92,21 @@ class JournalError(Exception):
     pass
 
 
+_OPTIONAL = frozenset({"from_version", "to_version", "desired_digest", "revision"})
+
+
+def _wrong_type(rec: Record) -> str | None:
+    """A damaged file can hand back a blob, number or NULL where text was written."""
+    for column in _COLUMNS:
+        value = getattr(rec, column)
+        want: tuple[type, ...] = (int,) if column == "seq" else (str,)
+        if column in _OPTIONAL:
+            want = (str, type(None))
+        if not isinstance(value, want) or isinstance(value, bool):
+            return f"column {column} holds a {type(value).__name__}, not {want[0].__name__}"
+    return None
+
+
 class Journal:
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
@@ -172,24 +187,41 @@ class Journal:
         return {m: r for m, r in latest.items() if r.step == "swap"}
 
     def verify(self) -> VerifyResult:
-        """Check the hash chain end to end; read-only; names the first bad sequence number."""
+        """Check the file, then the hash chain end to end; read-only; names the first bad seq.
+
+        A file SQLite itself finds damaged or cannot read (a flipped byte in a page header, the
+        schema, or a text value that is no longer UTF-8) is reported as broken, with what SQLite
+        said and `first_bad_seq` None; it never raises.
+        """
         prev = GENESIS
         count = 0
         expected_seq = 1
-        for rec in self.records():
-            count += 1
-            if rec.seq != expected_seq:
-                return VerifyResult(False, count, rec.seq, f"gap: expected seq {expected_seq}")
-            if rec.prev_hash != prev:
-                return VerifyResult(
-                    False, count, rec.seq, "prev_hash does not match the previous record"
-                )
-            if rec.compute_hash() != rec.hash:
-                return VerifyResult(
-                    False, count, rec.seq, "record hash does not match its contents"
-                )
-            prev = rec.hash
-            expected_seq += 1
+        try:
+            # Page-level damage the rows would not show, e.g. a cell dropped from a page
+            problem = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                return VerifyResult(False, 0, None, f"SQLite integrity check: {problem}")
+            for rec in self.records():
+                count += 1
+                wrong = _wrong_type(rec)
+                if wrong:
+                    return VerifyResult(False, count, rec.seq, wrong)
+                if rec.seq != expected_seq:
+                    return VerifyResult(False, count, rec.seq, f"gap: expected seq {expected_seq}")
+                if rec.prev_hash != prev:
+                    return VerifyResult(
+                        False, count, rec.seq, "prev_hash does not match the previous record"
+                    )
+                if rec.compute_hash() != rec.hash:
+                    return VerifyResult(
+                        False, count, rec.seq, "record hash does not match its contents"
+                    )
+                prev = rec.hash
+                expected_seq += 1
+        except (sqlite3.Error, UnicodeDecodeError) as e:
+            # UnicodeDecodeError: SQLite's message quotes corrupt bytes (a column name in a
+            # damaged schema) that Python cannot decode
+            return VerifyResult(False, count, None, f"SQLite cannot read the journal: {e}")
         return VerifyResult(True, count)
 
     def size_bytes(self) -> int:

@@ -26,6 +26,7 @@ def write_snapshot(
     observed: Observed,
     repo_view: dict[str, Any],
     ready: bool,
+    progress: dict[str, tuple[int, int | None]] | None = None,
 ) -> None:
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
@@ -40,6 +41,9 @@ def write_snapshot(
             "failed_digest": obs.failed_digest,
             "last_error": obs.last_error,
         }
+        if progress and name in progress:  # a download in flight
+            done, total = progress[name]
+            models[name]["fetch"] = {"bytes": done, "total": total}
     body = {
         "pid": os.getpid(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),

@@ -1,4 +1,5 @@
-"""Verify a stored model before anything loads it: sha256, ONNX checker, interface contract.
+"""Verify a stored model before anything loads it: sha256, structure (reconciler.validate:
+ONNX checker, operator domains, opsets, external data, size), interface contract.
 
 Returns a `VerifiedModel`, which only this module can construct; build and warm accept nothing
 else, so no code path can load bytes that skipped verification.
@@ -6,6 +7,7 @@ else, so no code path can load bytes that skipped verification.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import onnx
 from reconciler.desired import ModelSpec, TensorSpec
 from reconciler.errors import IntegrityError
 from reconciler.store import sha256_file
+from reconciler.validate import DEFAULT_MAX_BYTES, validate_model
 
 _PROOF = object()
 
@@ -131,7 +134,16 @@ def _check_shapes(spec: ModelSpec, inputs: tuple[TensorSpec, ...]) -> None:
                 )
 
 
-def verify(spec: ModelSpec, path: Path) -> VerifiedModel:
+def verify(
+    spec: ModelSpec,
+    path: Path,
+    *,
+    allowed_domains: Iterable[str] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> VerifiedModel:
+    """sha256 pin, then `validate_model` (structure, operator domains, opsets, size), then the
+    interface contract and shape ranges. `allowed_domains` and `max_bytes` come from the
+    device's trust policy; the defaults allow only the built-in domains and 2 GiB."""
     actual = sha256_file(path)
     if actual != spec.sha256:
         raise _fail(
@@ -140,12 +152,12 @@ def verify(spec: ModelSpec, path: Path) -> VerifiedModel:
             "sha256-mismatch",
         )
     try:
-        onnx.checker.check_model(str(path), full_check=True)
-        model = onnx.load(str(path), load_external_data=False)
-    except (
-        Exception
-    ) as e:  # the checker and protobuf raise several types, all meaning "not a valid model"
-        raise _fail(spec, f"not a valid ONNX model: {e}", "onnx-invalid") from e
+        # A blob from the store is a single file: external data is refused (package_dir=None).
+        model = validate_model(
+            path, package_dir=None, allowed_domains=allowed_domains, max_bytes=max_bytes
+        ).model
+    except IntegrityError as e:
+        raise _fail(spec, e.message, e.reason) from e
     initializers = {i.name for i in model.graph.initializer}
     inputs = _tensors(list(model.graph.input), initializers)
     outputs = _tensors(list(model.graph.output), set())

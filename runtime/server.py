@@ -140,10 +140,20 @@ def create_app(
             metrics.errors.labels(name, "client").inc()
             return _error(404, f"unknown model {name!r}")
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             metrics.errors.labels(name, "client").inc()
             return _error(413, f"request body of {declared} bytes exceeds {MAX_BODY_BYTES}")
-        body_bytes = await request.body()
+        # Read chunk by chunk and stop at the limit: a chunked body (no content-length) or one
+        # longer than it claimed is refused without holding more than the limit in memory.
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > MAX_BODY_BYTES:
+                metrics.errors.labels(name, "client").inc()
+                return _error(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        body_bytes = b"".join(chunks)
         request_id = request.headers.get("x-request-id")
         return await loop_run(
             run_infer,

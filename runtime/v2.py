@@ -58,7 +58,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     if header_length is None:
         return body, memoryview(b"")
     _expect(
-        header_length.isdigit() and int(header_length) <= len(body),
+        # isascii: '²' and other digits of other scripts pass isdigit() but not int()
+        header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body),
         f"Inference-Header-Content-Length {header_length!r} must be an integer between 0 and"
         f" the body size {len(body)}",
     )

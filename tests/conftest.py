@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+
+from reconciler.signing import publish
 
 REPO = Path(__file__).resolve().parent.parent
 INPUT_SHAPE = (1, 3, 224, 224)
@@ -44,11 +47,23 @@ class Kit:
     """The example models (versions 1-4) and their deployment documents, with absolute paths."""
 
     registry: Path
+    public_key: Path  # the publisher's key: a device trusts the kit once this is in its trust dir
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def doc(self, version: str, name: str = "classifier") -> dict[str, Any]:
         d = copy.deepcopy(self.docs[version])
         d["metadata"]["name"] = name
+        if name != "classifier":
+            # A signed manifest binds the name: another model name needs its own package.
+            package = publish(
+                Path(d["spec"]["model"]["source"]),
+                name,
+                version,
+                self.public_key.with_suffix(".key"),
+                self.registry,
+            )
+            d["spec"]["model"]["source"] = str(package / "model.onnx")
+            d["spec"]["model"]["manifest"] = str(package / "manifest.json")
         return d
 
     def write(
@@ -80,14 +95,17 @@ def write_text(path: Path, text: str) -> Path:
 def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     root = tmp_path_factory.mktemp("kit")
     make_models = _load_make_models()
-    make_models.build(root / "registry", None, examples=root / "examples")
-    result = Kit(root / "registry")
+    make_models.build(
+        root / "registry", None, examples=root / "examples", key=root / "keys" / "hotswap.key"
+    )
+    result = Kit(root / "registry", root / "keys" / "hotswap.pub")
     for yaml_path in sorted((root / "examples").glob("classifier.v*.yaml")):
         doc = yaml.safe_load(yaml_path.read_text())
         version = doc["spec"]["model"]["version"]
         base = yaml_path.parent
         doc["spec"]["model"]["source"] = str((base / doc["spec"]["model"]["source"]).resolve())
         doc["spec"]["health"]["golden"] = str((base / doc["spec"]["health"]["golden"]).resolve())
+        doc["spec"]["model"]["manifest"] = str((base / doc["spec"]["model"]["manifest"]).resolve())
         result.docs[version] = doc
     assert set(result.docs) >= {"1", "2", "3", "4"}
     return result
@@ -191,6 +209,8 @@ class Daemon:
     def journal_records(self, model: str | None = None) -> list[dict[str, Any]]:
         args = ["journal", "--json"] + (["--model", model] if model else [])
         out = self.cli(*args)
+        if out.returncode == 2 and "no journal here" in out.stderr:
+            return []  # the daemon has not written its first record yet
         assert out.returncode == 0, out.stderr
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
@@ -218,9 +238,19 @@ class Daemon:
             return ""
 
 
+def trust(state: Path, kit: Kit, policy: str | None = None) -> None:
+    """Provision a device as its owner would: the publisher's key (and a policy) in state/trust."""
+    trust_dir = state / "trust"
+    trust_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(kit.public_key, trust_dir / "publisher.pub")
+    if policy is not None:
+        write_text(trust_dir / "policy.yaml", policy)
+
+
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    """Factory: `daemon()` gives a Daemon on tmp desired/ and state/ dirs (not yet started)."""
+def daemon(tmp_path: Path, kit: Kit) -> Iterator[Callable[..., Daemon]]:
+    """Factory: `daemon()` gives a Daemon on tmp desired/ and state/ dirs (not yet started),
+    on a device that trusts the kit's publisher key."""
     made: list[Daemon] = []
 
     def make(desired: Path | None = None, state: Path | None = None) -> Daemon:
@@ -230,6 +260,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             tmp_path / f"daemon-{len(made)}.log",
         )
         d.desired.mkdir(parents=True, exist_ok=True)
+        trust(d.state, kit)
         made.append(d)
         return d
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Daemon, Kit, write_text
+from tests.conftest import Daemon, Kit, trust, write_text
 from tests.e2e_util import VersionWatch, last_seq, model_row, select, wait_records, wait_served
 
 PRECISION_ERROR = "spec.runtime.precision: 'fp64' is not one of ['fp32', 'fp16', 'int8']"
@@ -28,6 +28,7 @@ def served_v1(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Da
     root = tmp_path_factory.mktemp("bad-yaml")
     d = Daemon(root / "desired", root / "state", root / "daemon.log")
     d.desired.mkdir()
+    trust(d.state, kit)
     kit.write(d.desired, "1")
     d.start(resync=0.5)
     try:
@@ -124,7 +125,7 @@ def test_unknown_field_is_named(d: Daemon, kit: Kit) -> None:
     assert rec["detail"]["field"] == "spec.runtime.turbo"
 
 
-def test_wrong_sha256_fails_fetch_and_names_both_hashes(d: Daemon, kit: Kit) -> None:
+def test_wrong_sha256_is_refused_before_download_and_names_both_hashes(d: Daemon, kit: Kit) -> None:
     real = kit.doc("1")["spec"]["model"]["sha256"]
     wrong = "ab" * 32
     assert wrong != real
@@ -136,7 +137,10 @@ def test_wrong_sha256_fails_fetch_and_names_both_hashes(d: Daemon, kit: Kit) -> 
         )
     watch.assert_only("1")
     assert d.alive()
-    assert rec["detail"]["reason"] == "sha256-mismatch"
+    # The signed manifest is read before any model byte: it pins the real hash, desired state
+    # another, so the fetch is refused without downloading (the store's own hash check, which
+    # catches a registry serving other bytes than it signed, is tested in test_fetch_http).
+    assert rec["detail"]["reason"] == "manifest-mismatch"
     message = rec["detail"]["message"]
     assert wrong in message and real in message, message
     recs = select(d.journal_records(), after_seq=since)

@@ -34,7 +34,7 @@ import pytest
 
 from reconciler.journal import Journal, Record
 from reconciler.store import sha256_file
-from tests.conftest import INPUT_SHAPE, Daemon, Kit
+from tests.conftest import INPUT_SHAPE, Daemon, Kit, trust
 
 MODEL = "classifier"
 RESYNC = 1.0
@@ -266,6 +266,7 @@ def golden(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("crash-golden")
     d = Daemon(root / "desired", root / "state", root.parent / "crash-golden.log")
     d.desired.mkdir(parents=True)
+    trust(d.state, kit)
     kit.write(d.desired, "1")
     try:
         d.start(resync=RESYNC)

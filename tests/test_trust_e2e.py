@@ -1,0 +1,105 @@
+"""The device trust policy, end to end: only what the device's own keys vouch for is served."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import Daemon, Kit, write_text
+from tests.e2e_util import VersionWatch, select, wait_records, wait_served
+
+
+def _failed_verify(d: Daemon, version: str) -> dict:
+    records = wait_records(
+        d,
+        lambda rs: (
+            select(rs, step="verify", phase="failed", to_version=version)
+            or select(rs, step="fetch", phase="failed", to_version=version)
+        ),
+    )
+    return (
+        select(records, step="verify", phase="failed", to_version=version)
+        or select(records, step="fetch", phase="failed", to_version=version)
+    )[-1]
+
+
+def _unsigned(kit: Kit, tmp: Path, version: str) -> Path:
+    """The same model bytes, outside any package: no manifest, no signature."""
+    bare = tmp / "bare" / version / "model.onnx"
+    bare.parent.mkdir(parents=True)
+    shutil.copyfile(kit.registry / "classifier" / version / "model.onnx", bare)
+    return bare
+
+
+def test_a_device_without_the_publishers_key_serves_nothing_from_it(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    (d.state / "trust" / "publisher.pub").unlink()
+    kit.write(d.desired, "1")
+    d.start()
+    rec = _failed_verify(d, "1")
+    assert rec["detail"]["reason"] == "untrusted-key"
+    assert d.served_version() is None
+
+
+def test_signed_version_is_journaled_with_key_and_manifest(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    d.start()
+    wait_served(d, "1")
+    swap = select(d.journal_records("classifier"), step="swap", phase="done")[-1]
+    auth = swap["detail"]["authorization"]
+    assert auth["signed"] is True and len(auth["keyid"]) == 16
+    assert len(auth["manifest_sha256"]) == 64
+    assert "signed by " + auth["keyid"] in d.cli("status").stdout
+
+
+def test_relabelled_downgrade_and_unsigned_are_refused_while_v1_serves(
+    kit: Kit, daemon, tmp_path: Path
+) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    write_text(d.state / "trust" / "policy.yaml", "min_version: {classifier: '1'}\n")
+    d.start(resync=0.5)
+    wait_served(d, "1")
+    with VersionWatch(d) as watch:
+        # v1's signed package relabelled as version 7: the manifest binds name and version
+        def relabel(doc: dict) -> None:
+            doc["spec"]["model"]["version"] = "7"
+
+        kit.write(d.desired, "1", mutate=relabel)
+        assert _failed_verify(d, "7")["detail"]["reason"] == "manifest-mismatch"
+
+        # v2's bytes with no manifest at all: refused by default
+        def bare(doc: dict) -> None:
+            doc["spec"]["model"]["source"] = str(_unsigned(kit, tmp_path, "2"))
+            doc["spec"]["model"].pop("manifest")
+
+        kit.write(d.desired, "2", mutate=bare)
+        assert _failed_verify(d, "2")["detail"]["reason"] == "unsigned"
+    watch.assert_only("1")
+
+    # the device's own policy moves the floor up: v1 is now a downgrade and is not served again
+    write_text(d.state / "trust" / "policy.yaml", "min_version: {classifier: '2'}\n")
+    kit.write(d.desired, "2")
+    wait_served(d, "2")
+    kit.write(d.desired, "1", mutate=lambda doc: doc["spec"]["health"].update(atol=2.0e-4))
+    assert _failed_verify(d, "1")["detail"]["reason"] == "downgrade"
+    assert d.served_version() == "2"
+
+
+def test_unsigned_only_with_the_device_opt_in_and_flagged(kit: Kit, daemon, tmp_path: Path) -> None:
+    d: Daemon = daemon()
+    write_text(d.state / "trust" / "policy.yaml", "allow_unsigned: true\n")
+
+    def bare(doc: dict) -> None:
+        doc["spec"]["model"]["source"] = str(_unsigned(kit, tmp_path, "1"))
+        doc["spec"]["model"].pop("manifest")
+
+    kit.write(d.desired, "1", mutate=bare)
+    d.start()
+    wait_served(d, "1")
+    verify = select(d.journal_records("classifier"), step="verify", phase="done")[-1]
+    assert verify["detail"]["authorization"]["unsigned_opt_in"] is True
+    assert "UNSIGNED" in verify["detail"]["checks"]
+    assert "UNSIGNED" in d.cli("status").stdout
+    assert "verify.UNSIGNED" in d.log_path.read_text()
