@@ -8,15 +8,24 @@ torn or tampered artifact is rebuilt, never loaded.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import shutil
 from pathlib import Path
 
 from reconciler.atomic import atomic_write, commit_file, temp_path_for
-from reconciler.errors import InvalidInput, RuntimeFailure
+from reconciler.errors import InvalidInput, RuntimeFailure, TransientError
 from reconciler.store import sha256_file
 from reconciler.verify import VerifiedModel
 from runtime.backends import Backend, BackendError, BuildOptions
+
+
+def _disk_nearly_full(directory: Path, model: Path) -> bool:
+    """Less free space than a build of this model could need (about twice its size)."""
+    try:
+        return shutil.disk_usage(directory).free < 2 * model.stat().st_size + (16 << 20)
+    except OSError:
+        return False
 
 
 class ArtifactCache:
@@ -31,6 +40,21 @@ class ArtifactCache:
         return frozenset(d.name for d in self.root.iterdir() if (d / "meta.json").is_file())
 
     def build(self, verified: VerifiedModel, key: str, backend: Backend) -> Path:
+        """Build and store the artifact; a full disk is a transient failure, never a bad model."""
+        spec = verified.spec
+        try:
+            return self._build(verified, key, backend)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                shutil.rmtree(self._dir(key), ignore_errors=True)
+                raise TransientError(
+                    f"build {spec.name} v{spec.version}: no space left on device in {self.root}"
+                    " (free some space; the build is retried)",
+                    reason="disk-full",
+                ) from e
+            raise
+
+    def _build(self, verified: VerifiedModel, key: str, backend: Backend) -> Path:
         spec = verified.spec
         final = self._dir(key) / f"model.{backend.name}"
         tmp = temp_path_for(final)
@@ -42,6 +66,9 @@ class ArtifactCache:
             backend.build(verified.path, tmp, options)
         except BackendError as e:
             tmp.unlink(missing_ok=True)
+            if _disk_nearly_full(tmp.parent, verified.path):
+                # Backends report a failed write as their own error: judge by the disk itself.
+                raise OSError(errno.ENOSPC, f"{e}") from e
             cls = InvalidInput if e.reason == "precision-unsupported" else RuntimeFailure
             raise cls(f"build {spec.name} v{spec.version}: {e}", reason=e.reason) from e
         except BaseException:

@@ -4,7 +4,9 @@ everything that makes an artifact incompatible, and refused if damaged."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ from reconciler.artifacts import ArtifactCache
 from reconciler.atomic import TEMP_SUFFIX
 from reconciler.buildkey import build_key
 from reconciler.desired import HealthSpec, RetentionSpec, RolloutSpec, ShapeRange
-from reconciler.errors import InvalidInput, RuntimeFailure
+from reconciler.errors import InvalidInput, RuntimeFailure, TransientError
 from reconciler.store import sha256_file
 from reconciler.verify import VerifiedModel, verify
+from runtime.backends.base import BackendError
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from tests.helpers_unit import golden, model_path, spec_from_doc
 
@@ -169,3 +172,56 @@ def test_build_key_ignores_what_does_not_change_the_artifact(kit: Any, tmp_path:
         dataclasses.replace(spec, file="desired/other.yaml"),
     ):
         assert build_key(changed, "1.32.0") == base
+
+
+class _FullDisk:
+    """A backend whose write hits ENOSPC, as a full disk or a tiny filesystem would."""
+
+    name = "onnxruntime"
+    version = OnnxRuntimeBackend.version
+
+    def build(self, model: Path, dest: Path, options: Any) -> None:
+        dest.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+
+def test_full_disk_during_build_is_transient_leaves_nothing_and_retry_succeeds(
+    kit: Any, tmp_path: Path
+) -> None:
+    v = verified(kit, tmp_path)
+    cache = ArtifactCache(tmp_path / "artifacts")
+    key = build_key(v.spec, OnnxRuntimeBackend.version)
+    with pytest.raises(TransientError) as info:
+        cache.build(v, key, _FullDisk())
+    assert info.value.reason == "disk-full"
+    assert "no space left" in str(info.value)
+    built = cache.keys()
+    assert key not in built
+    assert no_temp_files(tmp_path / "artifacts")
+    assert not any((tmp_path / "artifacts").rglob("model.*"))
+    # space is back: the same build goes through
+    path = cache.build(v, key, OnnxRuntimeBackend())
+    built = cache.keys()
+    assert key in built and cache.open(key) == path
+
+
+def test_backend_failure_on_a_nearly_full_disk_counts_as_disk_full(
+    kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Failing(_FullDisk):
+        def build(self, model: Path, dest: Path, options: Any) -> None:
+            raise BackendError("onnxruntime could not write the model", reason="build-failed")
+
+    v = verified(kit, tmp_path)
+    cache = ArtifactCache(tmp_path / "artifacts")
+    key = build_key(v.spec, OnnxRuntimeBackend.version)
+    monkeypatch.setattr(
+        "reconciler.artifacts.shutil.disk_usage", lambda _: shutil._ntuple_diskusage(10, 10, 0)
+    )
+    with pytest.raises(TransientError) as info:
+        cache.build(v, key, Failing())
+    assert info.value.reason == "disk-full"
+    monkeypatch.undo()
+    with pytest.raises(RuntimeFailure) as other:  # with space, the same failure is the model's
+        cache.build(v, key, Failing())
+    assert other.value.reason == "build-failed"
