@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from reconciler.signing import generate_keypair, publish
 from tests.conftest import Daemon, Kit, write_text
 from tests.e2e_util import VersionWatch, select, wait_records, wait_served
 
@@ -103,3 +110,66 @@ def test_unsigned_only_with_the_device_opt_in_and_flagged(kit: Kit, daemon, tmp_
     assert "UNSIGNED" in verify["detail"]["checks"]
     assert "UNSIGNED" in d.cli("status").stdout
     assert "verify.UNSIGNED" in d.log_path.read_text()
+
+
+def _tampered_signature(kit: Kit, out: Path) -> Path:
+    package = out / "classifier" / "2"
+    shutil.copytree(kit.registry / "classifier" / "2", package)
+    sig = package / "manifest.json.sig"
+    doc = json.loads(sig.read_text())
+    raw = bytearray(base64.b64decode(doc["signatures"][0]["sig"]))
+    raw[0] ^= 1
+    doc["signatures"][0]["sig"] = base64.b64encode(bytes(raw)).decode()
+    sig.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    return package
+
+
+def _other_publisher(kit: Kit, out: Path) -> Path:
+    key, _, _ = generate_keypair(out / "keys")
+    return publish(
+        kit.registry / "classifier" / "2" / "model.onnx", "classifier", "2", key, out / "registry"
+    )
+
+
+def _expired(kit: Kit, out: Path) -> Path:
+    then = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    key = kit.public_key.with_suffix(".key")
+    model = kit.registry / "classifier" / "2" / "model.onnx"
+    return publish(
+        model,
+        "classifier",
+        "2",
+        key,
+        out / "registry",
+        expires=then + dt.timedelta(days=1),
+        now=then,
+    )
+
+
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        (_tampered_signature, "bad-signature"),
+        (_other_publisher, "untrusted-key"),
+        (_expired, "expired"),
+    ],
+)
+def test_forged_foreign_or_expired_packages_leave_v1_serving(
+    kit: Kit, daemon, tmp_path: Path, attack: Any, reason: str
+) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    d.start()
+    wait_served(d, "1")
+    package = attack(kit, tmp_path / "evil")
+
+    def point_at(doc: dict) -> None:
+        doc["spec"]["model"]["source"] = str(package / "model.onnx")
+        doc["spec"]["model"]["manifest"] = str(package / "manifest.json")
+
+    with VersionWatch(d) as watch:
+        kit.write(d.desired, "2", mutate=point_at)
+        assert _failed_verify(d, "2")["detail"]["reason"] == reason
+    watch.assert_only("1")
+    blob = kit.doc("2")["spec"]["model"]["sha256"]
+    assert not (d.state / "store" / "sha256" / blob).exists(), "refused before any byte was fetched"
