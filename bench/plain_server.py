@@ -34,10 +34,10 @@ from starlette.routing import Route  # noqa: E402
 
 from runtime.backends.base import BackendError  # noqa: E402
 from runtime.backends.onnxruntime import OnnxRuntimeSession  # noqa: E402
-from runtime.server import HEADER_LENGTH, V2JSONResponse  # noqa: E402
+from runtime.server import HEADER_LENGTH  # noqa: E402
+from runtime.server import render_response as render  # noqa: E402
 from runtime.v2 import (  # noqa: E402
     BadRequest,
-    EncodedResponse,
     decode_request,
     encode_response,
     split_body,
@@ -56,17 +56,6 @@ def load_session(model: Path, threads: int) -> ort.InferenceSession:
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-
-
-def render(encoded: EncodedResponse) -> Response:
-    if not encoded.binary:
-        return V2JSONResponse(encoded.header)
-    header = json.dumps(encoded.header, separators=(",", ":"), allow_nan=True).encode()
-    return Response(
-        b"".join((header, *encoded.binary)),
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(header))},
-    )
 
 
 def create_app(model: Path, name: str, threads: int, workers: int) -> Starlette:

@@ -56,7 +56,8 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _render(encoded: EncodedResponse) -> Response:
+def render_response(encoded: EncodedResponse) -> Response:
+    """A V2 response: plain JSON, or the JSON header followed by binary output tensors."""
     if not encoded.binary:
         return V2JSONResponse(encoded.header)
     header = json.dumps(encoded.header, separators=(",", ":"), allow_nan=True).encode()
@@ -201,7 +202,7 @@ def create_app(
                     )
                 else:
                     req = decode_request(body, inst.session.inputs, inst.session.outputs, binary)
-                    response = _render(
+                    response = render_response(
                         encode_response(name, inst.version, req, inst.session.infer(req.feeds))
                     )
         except NotReady:
