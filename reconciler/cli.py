@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plan",
         parents=[common],
         help="print the steps the daemon would take now",
-        description="Plan against the daemon's last status snapshot and the local store. Exit 0 in sync, 3 changes pending, 2 invalid desired state.",
+        description="Plan against the daemon's last status snapshot and the local store. Exit 0 in sync, 3 changes pending, 1 a desired version failed (quarantined), 2 invalid desired state.",
     )
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -251,12 +251,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.plan import plan
 
     desired = read_desired(args.desired)
-    steps = plan(desired, _observed_offline(args.state_dir))
+    observed = _observed_offline(args.state_dir)
+    steps = plan(desired, observed)
+    # Desired versions that failed: the daemon will not retry them until desired state changes.
+    failed = {
+        name: observed.model(name).last_error or "failed"
+        for name, spec in desired.models.items()
+        if observed.model(name).failed_digest == spec.digest
+    }
     if args.json:
         print(
             json.dumps(
                 {
                     "steps": [{"model": s.model, "step": s.name, "text": str(s)} for s in steps],
+                    "failed": failed,
                     "errors": [e.to_json() for e in desired.errors],
                 },
                 indent=2,
@@ -266,11 +274,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print_errors(desired.errors)
         for s in steps:
             print(f"- {s}")
-        if not steps:
+        for name, why in sorted(failed.items()):
+            print(
+                f"failed: {name} v{desired.models[name].version} is quarantined until desired state changes: {why}"
+            )
+        if not steps and not failed:
             print("in sync: nothing to do")
     if desired.errors:
         return EXIT_INVALID
-    return EXIT_PENDING if steps else EXIT_OK
+    if steps:
+        return EXIT_PENDING
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _instance_text(inst: dict[str, Any] | None) -> str:

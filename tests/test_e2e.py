@@ -176,6 +176,9 @@ def test_bad_versions_are_rejected_and_quarantined(kit: Kit, daemon) -> None:
     assert "classifier" in text.stdout
     assert "v3" in text.stdout and "v2" in text.stdout
     assert "failed (quarantined)" in text.stdout
+    plan = d.cli("plan")
+    assert plan.returncode == 1, plan.stdout + plan.stderr  # nothing to do, and not in sync
+    assert "classifier v3 is quarantined" in plan.stdout and "NaN" in plan.stdout
     assert "last error:" in text.stdout and "NaN" in text.stdout
 
     # v4 breaks the interface (output `scores` instead of `logits`): verify rejects it
