@@ -151,12 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
+    import sqlite3
 
     import structlog
     import uvicorn
 
     from reconciler.controller import Controller
-    from reconciler.journal import Journal
+    from reconciler.journal import Journal, VerifyResult
     from reconciler.lock import AlreadyRunning, StateLock
     from reconciler.logs import configure
     from runtime.metrics import Metrics
@@ -171,7 +172,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     except AlreadyRunning as e:
         print(f"hotswap: {e}", file=sys.stderr)
         return EXIT_INVALID
-    journal = Journal(args.state_dir / "journal.db")
+    journal_path = args.state_dir / "journal.db"
+    try:
+        journal = Journal(journal_path)
+        check = journal.verify()
+    except sqlite3.DatabaseError as e:
+        check = VerifyResult(False, 0, None, str(e))
+    if not check.ok and check.first_bad_seq is None:
+        # Unreadable is refused, not repaired in passing: what it held is evidence.
+        print(
+            f"hotswap: the journal {journal_path} cannot be read ({check.problem}). The daemon does"
+            f" not run on a journal it cannot read. Keep it for inspection and start a new one:"
+            f" mv {journal_path} {journal_path}.damaged (the daemon then serves what desired"
+            " state asks for, fully verified again).",
+            file=sys.stderr,
+        )
+        lock.release()
+        return EXIT_FAILURE
     repo = Repository()
     metrics = Metrics()
     metrics.watch_state(repo.describe, journal.size_bytes)
@@ -193,7 +210,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen=f"{host}:{port}",
         pid=os.getpid(),
     )
-    controller.recover()
+    if not check.ok:
+        # Readable but edited: its records cannot say what was last promoted. Start from desired
+        # state (every step verified again) rather than restore what the journal claims.
+        log.error("journal.chain-broken", seq=check.first_bad_seq, problem=check.problem)
+        journal.append(
+            "-",
+            "journal",
+            "failed",
+            detail={"problem": check.problem, "first_bad_seq": check.first_bad_seq},
+        )
+    controller.recover(restore=check.ok)
     app = create_app(
         repo,
         controller.ready,

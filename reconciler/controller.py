@@ -100,12 +100,14 @@ class Controller:
         self.passes = 0
 
     # -- lifecycle -------------------------------------------------------------------------
-    def recover(self) -> None:
-        """Before anything else: remove torn temp files, then serve the last promoted versions."""
+    def recover(self, restore: bool = True) -> None:
+        """Before anything else: remove torn temp files, then serve the last promoted versions
+        (unless the journal that names them failed its verification)."""
         for leftover in sweep_temp_files(self.state_dir):
             log.warning("recover.removed-temp", path=str(leftover))
         self.refresh_trust()
-        self.executor.restore_all()
+        if restore:
+            self.executor.restore_all()
         self.restored = True
         self.write_status()
 
