@@ -207,11 +207,3 @@ class Store:
             except BaseException:
                 part.discard()
                 raise
-
-    def remove_except(self, keep: Iterable[str]) -> list[str]:
-        keep_set = set(keep)
-        removed = []
-        for sha in self.blobs() - keep_set:
-            self.path(sha).unlink(missing_ok=True)
-            removed.append(sha)
-        return sorted(removed)

@@ -87,16 +87,6 @@ def test_blobs_lists_only_complete_hex_named_files(tmp_path: Path) -> None:
     assert store.blobs() == frozenset({SHA})
 
 
-def test_remove_except_keeps_what_is_asked(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
-    other = b"other"
-    other_sha = hashlib.sha256(other).hexdigest()
-    store.put_stream(io.BytesIO(DATA), SHA, "a")
-    store.put_stream(io.BytesIO(other), other_sha, "b")
-    assert store.remove_except({SHA}) == [other_sha]
-    assert store.blobs() == frozenset({SHA})
-
-
 def test_atomic_write_replaces_the_file_with_the_given_mode(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "status.json"
     atomic_write(target, b"one")
