@@ -20,8 +20,9 @@ from pathlib import Path
 import structlog
 
 from reconciler.atomic import sweep_temp_files
+from reconciler.context import StepContext
 from reconciler.desired import Desired, LoadError, ModelSpec
-from reconciler.executor import Executor, StepContext
+from reconciler.executor import Executor
 from reconciler.gitrev import git_revision
 from reconciler.journal import Journal
 from reconciler.load import load_dir

@@ -1,0 +1,369 @@
+"""The step context: every side effect a step may have, in one place.
+
+Steps say which operation they need (`reconciler.steps.StepContext` is the protocol); this class
+does the I/O: the store and fetch, verification against the device trust policy, the build
+cache, loading, warm-up and health checks of candidates, and the swap in the runtime's slots.
+It also observes: `observe()` is the runtime and store as the planner sees them. Only the
+executor calls these operations, and it journals each one before it acts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.artifacts import ArtifactCache
+from reconciler.buildkey import build_key
+from reconciler.crashpoint import crashpoint
+from reconciler.desired import ModelSpec, spec_to_json
+from reconciler.errors import HotswapError, RuntimeFailure, TransientError
+from reconciler.fetch import fetch, fetch_bytes, manifest_location
+from reconciler.fetchers import ProgressBar
+from reconciler.health import health_check, warm_up
+from reconciler.journal import Journal
+from reconciler.observed import InstanceInfo, ModelObserved, Observed
+from reconciler.steps import Detail
+from reconciler.store import Store
+from reconciler.trust import Authorization, TrustPolicy, authorize
+from reconciler.verify import VerifiedModel, verify
+from runtime.backends import Backend, available_backends, get_backend
+from runtime.slot import Instance, Repository
+
+log = structlog.get_logger("hotswap.context")
+
+
+def _info(inst: Instance | None, healthy_default: bool = True) -> InstanceInfo | None:
+    if inst is None:
+        return None
+    m = inst.meta
+    return InstanceInfo(
+        version=inst.version,
+        sha256=m.get("sha256", ""),
+        build_key=m.get("build_key", ""),
+        digest=m.get("digest", ""),
+        healthy=inst.healthy or healthy_default,
+        source_file=m.get("source_file", ""),
+    )
+
+
+def _matches(inst: Instance, spec: ModelSpec, key: str) -> bool:
+    return inst.meta.get("build_key") == key and inst.meta.get("digest") == spec.digest
+
+
+class StepContext:
+    def __init__(
+        self,
+        state_dir: Path,
+        journal: Journal,
+        repo: Repository,
+        threads: int | None = None,
+        policy: TrustPolicy | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        # The device's trust policy: from the device's trust dir, never from desired state.
+        self.policy = policy or TrustPolicy(keys={})
+        self._authorized: dict[str, tuple[str, Authorization]] = {}  # model -> (digest, auth)
+        self.store = Store(state_dir / "store")
+        self.artifacts = ArtifactCache(state_dir / "artifacts")
+        self.journal = journal
+        self.repo = repo
+        self.threads = threads
+        self._backends: dict[str, Backend] = {}
+        self._backend_versions = tuple(sorted(available_backends().items()))
+        self._verified: dict[str, VerifiedModel] = {}
+        self._lock = threading.Lock()
+        self.failures: dict[str, tuple[str, str]] = {}  # model -> (desired digest, message)
+        self.last_error: dict[str, str] = {}
+        # What the current desired state of every model needs: never garbage-collected.
+        self.pinned_blobs: frozenset[str] = frozenset()
+        self.pinned_keys: frozenset[str] = frozenset()
+        # Downloads in flight: model -> (bytes, total); `on_progress` (the controller's status
+        # writer) is called at most once a second while they run.
+        self.progress: dict[str, tuple[int, int | None]] = {}
+        self.on_progress: Callable[[], None] | None = None
+
+    # -- observation -----------------------------------------------------------------------
+    def observe(self) -> Observed:
+        models: dict[str, ModelObserved] = {}
+        for name in set(self.repo.names()) | set(self.failures):
+            slot = self.repo.get(name)
+            failed = self.failures.get(name)
+            models[name] = ModelObserved(
+                name=name,
+                active=_info(slot.active) if slot else None,
+                candidate=_info(slot.candidate, healthy_default=False) if slot else None,
+                standby=_info(slot.standby) if slot else None,
+                failed_digest=failed[0] if failed else None,
+                last_error=self.last_error.get(name),
+            )
+        return Observed(
+            models=models,
+            blobs=self.store.blobs(),
+            artifacts=self.artifacts.keys(),
+            backend_versions=self._backend_versions,
+        )
+
+    def backend(self, name: str) -> Backend:
+        with self._lock:
+            if name not in self._backends:
+                self._backends[name] = get_backend(name)
+            return self._backends[name]
+
+    def key_for(self, spec: ModelSpec) -> str:
+        return build_key(spec, dict(self._backend_versions).get(spec.backend))
+
+    # -- step operations ---------------------------------------------------------------------
+    def fetch(self, spec: ModelSpec) -> Detail:
+        path = self._fetch(spec)
+        return {"blob": path.name, "bytes": path.stat().st_size}
+
+    def _fetch(self, spec: ModelSpec) -> Path:
+        bar = ProgressBar(f"{spec.name} v{spec.version}")
+        written = [float("-inf")]  # this download's first report is shown at once
+
+        def progress(done: int, total: int | None) -> None:
+            self.progress[spec.name] = (done, total)
+            bar(done, total)
+            now = time.monotonic()
+            if self.on_progress and now - written[0] >= 1.0:
+                written[0] = now
+                self.on_progress()
+
+        # Metadata before bytes: the signed manifest says how big the model may be.
+        auth = self.authorize(spec)
+        cap = (
+            min(auth.size, self.policy.max_model_bytes)
+            if auth.size
+            else self.policy.max_model_bytes
+        )
+        try:
+            return fetch(
+                spec,
+                self.store,
+                max_bytes=cap,
+                allow_http=self.policy.allow_http,
+                progress=progress,
+            )
+        finally:
+            self.progress.pop(spec.name, None)
+            bar.close()
+
+    def verify(self, spec: ModelSpec) -> Detail:
+        path = self.store.path(spec.sha256)
+        if not path.is_file():
+            raise TransientError(
+                f"verify {spec.name} v{spec.version}: blob {spec.sha256[:12]} is not in the store",
+                reason="blob-missing",
+            )
+        auth = self.authorize(spec)
+        self._verified[spec.name] = verify(
+            spec,
+            path,
+            allowed_domains=self.policy.allowed_domains,
+            max_bytes=self.policy.max_model_bytes,
+        )
+        checks = ["signature" if auth.signed else "UNSIGNED", "sha256", "onnx", "interface"]
+        return {"sha256": spec.sha256, "checks": checks, "authorization": auth.to_json()}
+
+    def authorize(self, spec: ModelSpec) -> Authorization:
+        """Check the signed manifest against the device trust policy (cached per digest)."""
+        cached = self._authorized.get(spec.name)
+        if cached and cached[0] == spec.digest:
+            return cached[1]
+        url = manifest_location(spec)
+        manifest = self._document(url)
+        signature = self._document(url + ".sig") if manifest is not None else None
+        auth = authorize(
+            self.policy,
+            name=spec.name,
+            version=spec.version,
+            sha256=spec.sha256,
+            manifest=manifest,
+            signature=signature,
+            now=dt.datetime.now(dt.timezone.utc),
+        )
+        if not auth.signed:
+            log.warning(
+                "verify.UNSIGNED",
+                model=spec.name,
+                version=spec.version,
+                note="accepted only because the device trust policy sets allow_unsigned",
+            )
+        self._authorized[spec.name] = (spec.digest, auth)
+        return auth
+
+    def seed_authorization(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> None:
+        if isinstance(recorded, dict):
+            known = {f.name for f in dataclasses.fields(Authorization)}
+            auth = Authorization(**{k: v for k, v in recorded.items() if k in known})
+            self._authorized[spec.name] = (spec.digest, auth)
+
+    def _document(self, url: str) -> bytes | None:
+        """A manifest or signature, or None when the registry has none (not when it is down)."""
+        try:
+            return fetch_bytes(url, allow_http=self.policy.allow_http)
+        except TransientError as e:
+            if e.reason == "source-missing":
+                return None
+            raise
+
+    def _verified_for(self, spec: ModelSpec) -> VerifiedModel:
+        v = self._verified.get(spec.name)
+        if v is None or v.spec.digest != spec.digest:
+            self.verify(spec)
+            v = self._verified[spec.name]
+        return v
+
+    def build(self, spec: ModelSpec, key: str) -> Detail:
+        path = self.artifacts.build(self._verified_for(spec), key, self.backend(spec.backend))
+        return {"build_key": key, "artifact": str(path), "bytes": path.stat().st_size}
+
+    def _load(self, spec: ModelSpec, key: str) -> Instance:
+        verified = self._verified_for(spec)
+        if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
+            self.build(spec, key)
+        backend = self.backend(spec.backend)
+        try:
+            session = backend.load(self.artifacts.open(key), threads=self.threads)
+        except HotswapError:
+            raise
+        except Exception as e:
+            raise RuntimeFailure(
+                f"load {spec.name} v{spec.version}: {e}", reason="load-failed"
+            ) from e
+        meta = {
+            "sha256": spec.sha256,
+            "build_key": key,
+            "digest": spec.digest,
+            "source_file": spec.file,
+            "backend": spec.backend,
+            "precision": spec.precision,
+            "platform": f"{spec.backend}_onnx",
+            "authorization": self.authorize(spec).to_json(),  # cached by verify: no I/O
+            "interface": [t.name for t in verified.inputs + verified.outputs],
+        }
+        return Instance(spec.name, spec.version, session, meta)
+
+    def warm(self, spec: ModelSpec, key: str) -> Detail:
+        inst = self._load(spec, key)
+        try:
+            warm_up(spec, inst.session)
+        except BaseException:
+            inst.retire()
+            raise
+        self.repo.slot(spec.name).set_candidate(inst)
+        return {"iterations": spec.health.warmup_iterations}
+
+    def health_check(self, spec: ModelSpec) -> Detail:
+        slot = self.repo.slot(spec.name)
+        cand = slot.candidate
+        if cand is None or cand.meta.get("digest") != spec.digest:
+            raise RuntimeFailure(
+                f"health-check {spec.name} v{spec.version}: no candidate loaded",
+                reason="no-candidate",
+            )
+        report = health_check(spec, cand.session)
+        cand.healthy = True
+        return report.to_json()
+
+    def swap(self, spec: ModelSpec) -> Detail:
+        slot = self.repo.slot(spec.name)
+        old = slot.active.version if slot.active else None
+        key = self.key_for(spec)
+        standby = slot.standby
+        if slot.candidate is None and standby is not None and _matches(standby, spec, key):
+            # Going back to the version kept warm: one pointer change, no load, no warm-up.
+            new = slot.promote_standby(spec.retention.keep_standby)
+        else:
+            new = slot.promote_candidate(spec.retention.keep_standby)
+        crashpoint("swap:flipped")
+        self.failures.pop(spec.name, None)
+        self.last_error.pop(spec.name, None)
+        return {
+            "promoted": new.version,
+            "previous": old,
+            "build_key": new.meta["build_key"],
+            "spec": spec_to_json(spec),
+            # who authorised it (key id, manifest digest); the git commit is the record's revision
+            "authorization": new.meta.get("authorization"),
+        }
+
+    def retire(self, model: str, keep_standby: bool, keep_versions: int) -> Detail:
+        slot = self.repo.slot(model)
+        if not keep_standby:
+            slot.drop_standby()
+        old_blobs, old_keys = self._expired(model, keep_versions)
+        for sha in old_blobs:
+            self.store.path(sha).unlink(missing_ok=True)
+        for key in old_keys:
+            self.artifacts.remove(key)
+        self.store.clean_partials(keep=self.pinned_blobs)  # week-old abandoned downloads
+        return {"removed_blobs": sorted(old_blobs), "removed_artifacts": sorted(old_keys)}
+
+    def _expired(self, model: str, keep_versions: int) -> tuple[set[str], set[str]]:
+        """This model's blobs and artifacts beyond retention.
+
+        Only what this model's own history brought in is considered, so retiring one model
+        never touches another's files; anything loaded anywhere, or wanted by the current
+        desired state of any model (`pinned`, set by the controller each pass), is kept.
+        """
+        seen_blobs: set[str] = set()
+        seen_keys: set[str] = set()
+        promoted: list[tuple[str, str]] = []  # (sha256, build key), most recently promoted last
+        for rec in self.journal.records(model):
+            detail = rec.details
+            if rec.phase != "done":
+                continue
+            if rec.step == "fetch":
+                seen_blobs.add(detail.get("blob", ""))
+            elif rec.step == "build":
+                seen_keys.add(detail.get("build_key", ""))
+            elif rec.step == "swap":
+                entry = (detail.get("spec", {}).get("sha256", ""), detail.get("build_key", ""))
+                if entry in promoted:
+                    promoted.remove(entry)
+                promoted.append(entry)
+        keep_blobs, keep_keys = set(self.pinned_blobs), set(self.pinned_keys)
+        for sha, key in promoted[-keep_versions:]:
+            keep_blobs.add(sha)
+            keep_keys.add(key)
+        for name in self.repo.names():
+            slot = self.repo.get(name)
+            for inst in (slot.active, slot.candidate, slot.standby) if slot else ():
+                if inst is not None:
+                    keep_blobs.add(inst.meta.get("sha256", ""))
+                    keep_keys.add(inst.meta.get("build_key", ""))
+        return seen_blobs - keep_blobs - {""}, seen_keys - keep_keys - {""}
+
+    def revert(self, model: str, reason: str) -> Detail:
+        slot = self.repo.get(model)
+        dropped = slot.drop_candidate() if slot else None
+        active = slot.active.version if slot and slot.active else None
+        return {
+            "dropped": dropped.version if dropped else None,
+            "serving": active,
+            "reason": reason,
+        }
+
+    def unload(self, model: str) -> Detail:
+        self.repo.remove(model)
+        self.failures.pop(model, None)
+        self.last_error.pop(model, None)
+        return {}
+
+    def restore(self, spec: ModelSpec) -> Detail:
+        """Serve a previously promoted version again (startup): verify, build if needed, load, activate."""
+        if not self.store.has(spec.sha256):
+            self._fetch(spec)
+        key = self.key_for(spec)
+        inst = self._load(spec, key)
+        inst.healthy = True
+        self.repo.slot(spec.name).activate(inst)
+        return {"restored": spec.version, "build_key": key}
