@@ -30,7 +30,9 @@ from tests import fake_tensorrt
 from tests.fake_tensorrt import FakeDeviceMemory
 
 DEVICE = DeviceInfo("NVIDIA Orin", "8.7", "12", "540")
-SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {"x": ((1, 4), (4, 4), (8, 4))}
+SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
+    "x": ((1, 4), (4, 4), (8, 4))
+}
 
 
 def make_model(

@@ -15,6 +15,10 @@ def get_backend(name: str) -> Backend:
         from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend()
+    if name == "tensorrt":
+        from runtime.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend()  # raises backend-unavailable without TensorRT
     raise BackendError(
         f"backend {name!r} is not available on this device", reason="backend-unavailable"
     )
@@ -25,6 +29,8 @@ def available_backends() -> dict[str, str]:
     found: dict[str, str] = {}
     with contextlib.suppress(Exception):
         found["onnxruntime"] = get_backend("onnxruntime").version
+    with contextlib.suppress(Exception):
+        found["tensorrt"] = get_backend("tensorrt").version
     return found
 
 
