@@ -38,7 +38,9 @@ class Observed:
     models: dict[str, ModelObserved] = field(default_factory=dict)
     blobs: frozenset[str] = frozenset()  # sha256 of complete, verified blobs in the store
     artifacts: frozenset[str] = frozenset()  # build keys present in the build cache
-    backend_versions: tuple[tuple[str, str], ...] = ()  # (backend, version) available here
+    # (backend, cache identity) available here: its version, plus for TensorRT the device
+    # facts an engine depends on; the build key includes it
+    backend_versions: tuple[tuple[str, str], ...] = ()
 
     def model(self, name: str) -> ModelObserved:
         return self.models.get(name) or ModelObserved(name)

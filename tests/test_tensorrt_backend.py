@@ -475,8 +475,38 @@ def test_backends_import_without_tensorrt(monkeypatch: pytest.MonkeyPatch):
     assert "hotswap[tensorrt]" in str(e.value)
 
 
-def test_available_with_tensorrt(install: Any):
+def test_available_with_tensorrt_only_where_a_gpu_answers(
+    install: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     install("10.16.0")
     import runtime.backends as backends
+    import runtime.backends.tensorrt as trt_backend
 
-    assert backends.available_backends()["tensorrt"] == "10.16.0"
+    def no_gpu() -> DeviceInfo:
+        raise BackendError("no CUDA device", reason="cuda-error")
+
+    monkeypatch.setattr(trt_backend, "cuda_device_info", no_gpu)
+    assert "tensorrt" not in backends.available_backends()
+    monkeypatch.setattr(trt_backend, "cuda_device_info", lambda: DEVICE)
+    assert backends.available_backends()["tensorrt"].startswith("10.16.0+")
+
+
+def test_the_control_planes_build_key_changes_with_the_device_and_builder_settings(
+    install: Any,
+) -> None:
+    """An engine built for another GPU or setting is rebuilt by plan, not refused at load."""
+    from reconciler.buildkey import build_key
+    from reconciler.desired import ModelSpec
+
+    install("10.3.0")
+    spec = ModelSpec(name="m", version="1", source="/m.onnx", sha256="a" * 64, backend="tensorrt")
+    base = build_key(spec, backend().cache_identity)
+    assert base == build_key(spec, backend().cache_identity)
+    for other in (
+        backend(device=dataclasses.replace(DEVICE, gpu_name="NVIDIA H100")),
+        backend(device=dataclasses.replace(DEVICE, compute_capability="9.0")),
+        backend(workspace_bytes=2 << 30),
+    ):
+        assert build_key(spec, other.cache_identity) != base
+    install("10.4.0")
+    assert build_key(spec, backend().cache_identity) != base

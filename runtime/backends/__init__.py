@@ -25,12 +25,13 @@ def get_backend(name: str) -> Backend:
 
 
 def available_backends() -> dict[str, str]:
-    """Backend name -> version, for the backends that import here."""
+    """Backend name -> cache identity (its version and, for TensorRT, the device facts an
+    engine depends on), for the backends that work here. The build key includes it."""
     found: dict[str, str] = {}
-    with contextlib.suppress(Exception):
-        found["onnxruntime"] = get_backend("onnxruntime").version
-    with contextlib.suppress(Exception):
-        found["tensorrt"] = get_backend("tensorrt").version
+    for name in ("onnxruntime", "tensorrt"):
+        # A missing or broken install (or no GPU) just means "not available here".
+        with contextlib.suppress(Exception):
+            found[name] = get_backend(name).cache_identity
     return found
 
 

@@ -65,6 +65,10 @@ class Session(Protocol):
 class Backend(Protocol):
     name: str
     version: str
+    @property
+    def cache_identity(self) -> str:
+        """What a built artifact's compatibility depends on beyond the model and build options
+        (for TensorRT: version, GPU, compute capability, builder settings); in the build key."""
 
     def build(self, model: Path, dest: Path, options: BuildOptions) -> None:
         """Write the built artifact for `model` to `dest` (a temp path the caller renames)."""

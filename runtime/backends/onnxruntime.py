@@ -91,6 +91,7 @@ class OnnxRuntimeSession:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
     version = ort.__version__
+    cache_identity = version  # an optimised ONNX graph depends on nothing else here
 
     def build(self, model: Path, dest: Path, options: BuildOptions) -> None:
         if options.precision == "fp16":

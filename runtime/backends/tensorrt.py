@@ -688,6 +688,15 @@ class TensorRTBackend:
     def builder_settings(self) -> dict[str, Any]:
         return {"workspace_bytes": self.workspace_bytes}
 
+    @property
+    def cache_identity(self) -> str:
+        """What the control plane's build key holds for this backend: an engine is reused only
+        under the same TensorRT, CUDA major, GPU, compute capability, OS/arch and builder
+        settings, so a changed device or setting means a rebuild, never a refused load."""
+        settings = json.dumps(self.builder_settings(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(f"{self.engine_fingerprint()}|{settings}".encode()).hexdigest()
+        return f"{self.version}+{digest[:16]}"
+
     def timing_cache_path(self, dest: Path) -> Path:
         """Beside the engine cache (one per TensorRT/GPU key), unless configured."""
         if self.timing_cache is not None:
