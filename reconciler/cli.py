@@ -49,6 +49,19 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _parse_size(value: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "")
+    try:
+        size = int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size like 512M or 2G, not {value!r}") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"a positive size, not {value!r}")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -98,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="inference worker threads (default: one per core)",
+    )
+    run.add_argument(
+        "--memory-budget",
+        type=_parse_size,
+        default=None,
+        metavar="SIZE",
+        help="memory all loaded model instances may use, e.g. 512M or 2G (default: no limit"
+        " but the GPU's free memory for TensorRT). When a new version cannot be loaded beside"
+        " the serving one, the swap is sequential: unload, load, prove, or reload the old one on"
+        " failure; the model is unavailable meanwhile and the journal records for how long",
     )
     run.add_argument(
         "--access-log",
@@ -202,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics=metrics,
         trust_dir=args.trust_dir,
     )
+    controller.ctx.memory_budget = args.memory_budget
     host, port = args.listen
     log.info(
         "daemon.starting",

@@ -22,7 +22,7 @@ import structlog
 from reconciler.artifacts import ArtifactCache
 from reconciler.buildkey import build_key
 from reconciler.crashpoint import crashpoint
-from reconciler.desired import ModelSpec, spec_to_json
+from reconciler.desired import ModelSpec, spec_from_json, spec_to_json
 from reconciler.errors import HotswapError, RuntimeFailure, TransientError
 from reconciler.fetch import fetch, fetch_bytes, manifest_location
 from reconciler.fetchers import ProgressBar
@@ -88,6 +88,10 @@ class StepContext:
         # writer) is called at most once a second while they run.
         self.progress: dict[str, tuple[int, int | None]] = {}
         self.on_progress: Callable[[], None] | None = None
+        # Memory all loaded instances may use (bytes; None: no limit but the device's own).
+        # When a candidate cannot be loaded beside the active version, the swap is sequential.
+        self.memory_budget: int | None = None
+        self._sequential: dict[str, float] = {}  # model -> when its active version was unloaded
 
     # -- observation -----------------------------------------------------------------------
     def observe(self) -> Observed:
@@ -230,8 +234,10 @@ class StepContext:
         if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
             self.build(spec, key)
         backend = self.backend(spec.backend)
+        artifact = self.artifacts.open(key)
+        need = self._memory_need(backend, artifact)
         try:
-            session = backend.load(self.artifacts.open(key), threads=self.threads)
+            session = backend.load(artifact, threads=self.threads)
         except HotswapError:
             raise
         except Exception as e:
@@ -248,10 +254,12 @@ class StepContext:
             "platform": f"{spec.backend}_onnx",
             "authorization": self.authorize(spec).to_json(),  # cached by verify: no I/O
             "interface": [t.name for t in verified.inputs + verified.outputs],
+            "memory": need,
         }
         return Instance(spec.name, spec.version, session, meta)
 
     def warm(self, spec: ModelSpec, key: str) -> Detail:
+        sequential = self._make_room(spec, key)
         inst = self._load(spec, key)
         try:
             warm_up(spec, inst.session)
@@ -259,7 +267,92 @@ class StepContext:
             inst.retire()
             raise
         self.repo.slot(spec.name).set_candidate(inst)
-        return {"iterations": spec.health.warmup_iterations}
+        detail: dict[str, Any] = {
+            "iterations": spec.health.warmup_iterations,
+            "memory": inst.meta["memory"],
+        }
+        if sequential:
+            detail["sequential"] = True
+        return detail
+
+    # -- memory: side by side when both versions fit, else one after the other ---------------
+    def _memory_need(self, backend: Backend, artifact: Path) -> int:
+        """Bytes an instance of `artifact` will hold: the backend's own figure when it has one
+        (a TensorRT engine's device memory), else twice the artifact (weights plus arena), a
+        deliberately generous estimate for ONNX Runtime on CPU."""
+        estimate = getattr(backend, "memory_need", None)
+        return int(estimate(artifact)) if estimate else 2 * artifact.stat().st_size
+
+    def _resident(self) -> int:
+        total = 0
+        for name in self.repo.names():
+            slot = self.repo.get(name)
+            for inst in (slot.active, slot.candidate, slot.standby) if slot else ():
+                if inst is not None:
+                    total += int(inst.meta.get("memory", 0))
+        return total
+
+    def _free_memory(self, backend: Backend) -> int | None:
+        limits = []
+        if self.memory_budget is not None:
+            limits.append(self.memory_budget - self._resident())
+        probe = getattr(backend, "memory_free", None)
+        free = probe() if probe else None
+        if free is not None:
+            limits.append(int(free))
+        return min(limits) if limits else None
+
+    def _make_room(self, spec: ModelSpec, key: str) -> bool:
+        """Make room for the candidate; True when that meant unloading the active version.
+
+        Order: the standby goes first (it only speeds up a revert); only when the candidate
+        still does not fit beside the active version is the active one unloaded — a sequential
+        swap, with the model unavailable until the candidate is proven (or the old version is
+        reloaded by the revert). A candidate that would not fit even alone is refused with the
+        active version untouched.
+        """
+        backend = self.backend(spec.backend)
+        self._verified_for(spec)
+        if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
+            self.build(spec, key)
+        need = self._memory_need(backend, self.artifacts.open(key))
+        free = self._free_memory(backend)
+        slot = self.repo.slot(spec.name)
+        if free is None or need <= free:
+            return False
+        if slot.standby is not None:
+            slot.drop_standby()
+            free = self._free_memory(backend)
+            if free is None or need <= free:
+                return False
+        active = slot.active
+        reclaimable = int(active.meta.get("memory", 0)) if active else 0
+        if active is None or need > free + reclaimable:
+            raise RuntimeFailure(
+                f"warm {spec.name} v{spec.version}: needs about {need} bytes of memory, and only"
+                f" {free + reclaimable} would be free even with the active version unloaded"
+                " (raise --memory-budget or free memory)",
+                reason="memory-budget",
+            )
+        log.warning(
+            "swap.sequential",
+            model=spec.name,
+            unloading=active.version,
+            candidate=spec.version,
+            need=need,
+            free=free,
+            note="both versions do not fit: the model is unavailable until the candidate is proven",
+        )
+        self._sequential[spec.name] = time.monotonic()
+        slot.deactivate()
+        return True
+
+    def in_sequential_swap(self, model: str) -> bool:
+        return model in self._sequential
+
+    def _unavailable_ms(self, model: str) -> float | None:
+        started = self._sequential.pop(model, None)
+        return None if started is None else round((time.monotonic() - started) * 1000, 1)
 
     def health_check(self, spec: ModelSpec) -> Detail:
         slot = self.repo.slot(spec.name)
@@ -286,7 +379,13 @@ class StepContext:
         crashpoint("swap:flipped")
         self.failures.pop(spec.name, None)
         self.last_error.pop(spec.name, None)
+        unavailable = self._unavailable_ms(spec.name)
         return {
+            **(
+                {"sequential": True, "unavailable_ms": unavailable}
+                if unavailable is not None
+                else {}
+            ),
             "promoted": new.version,
             "previous": old,
             "build_key": new.meta["build_key"],
@@ -345,12 +444,18 @@ class StepContext:
     def revert(self, model: str, reason: str) -> Detail:
         slot = self.repo.get(model)
         dropped = slot.drop_candidate() if slot else None
-        active = slot.active.version if slot and slot.active else None
-        return {
-            "dropped": dropped.version if dropped else None,
-            "serving": active,
-            "reason": reason,
-        }
+        detail: dict[str, Any] = {"dropped": dropped.version if dropped else None, "reason": reason}
+        if model in self._sequential:
+            # The active version was unloaded to make room: bring the last promoted one back.
+            promoted = self.journal.last_promoted().get(model)
+            if promoted is not None:
+                spec = spec_from_json(promoted.details["spec"])
+                self.seed_authorization(spec, promoted.details.get("authorization"))
+                self.restore(spec)
+                detail["resumed"] = spec.version
+            detail["unavailable_ms"] = self._unavailable_ms(model)
+        detail["serving"] = slot.active.version if slot and slot.active else None
+        return detail
 
     def unload(self, model: str) -> Detail:
         self.repo.remove(model)

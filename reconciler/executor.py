@@ -121,7 +121,8 @@ class Executor:
         )
         self.ctx.last_error[model] = err.message
         slot = self.ctx.repo.get(model)
-        if slot is not None and slot.candidate is not None and not isinstance(step, Revert):
+        loaded = slot is not None and slot.candidate is not None
+        if (loaded or self.ctx.in_sequential_swap(model)) and not isinstance(step, Revert):
             self.journal.append(
                 model,
                 "revert",

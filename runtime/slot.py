@@ -140,6 +140,15 @@ class ModelSlot:
         if old is not None:
             old.retire()
 
+    def deactivate(self) -> Instance | None:
+        """Stop serving (a sequential swap): new requests get 503 until a version is promoted;
+        those in flight finish on the instance, which is then released."""
+        with self._lock:
+            old, self.active = self.active, None
+        if old is not None:
+            old.retire()
+        return old
+
     def drop_standby(self) -> None:
         with self._lock:
             old, self.standby = self.standby, None

@@ -143,19 +143,20 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
 
-    def start(self, env: dict[str, str] | None = None, resync: float = 30.0) -> Daemon:
+    def start(
+        self, env: dict[str, str] | None = None, resync: float = 30.0, args: list[str] | None = None
+    ) -> Daemon:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        full_env.pop(
-            "HOTSWAP_CRASHPOINT", None
-        ) if not env or "HOTSWAP_CRASHPOINT" not in env else None
+        # A crash point is armed only when the test asks for it, never inherited.
+        full_env = {k: v for k, v in os.environ.items() if k != "HOTSWAP_CRASHPOINT"}
+        full_env.update({"PYTHONPATH": str(REPO), **(env or {})})
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler.cli", "run", "--desired", str(self.desired),
              "--state-dir", str(self.state), "--listen", f"127.0.0.1:{self.port}", "--resync", str(resync),
-             "--log-json"],
+             "--log-json", *(args or [])],
             stdout=log, stderr=log, env=full_env, cwd=self.desired.parent,
         )  # fmt: skip
         return self

@@ -65,6 +65,7 @@ class Session(Protocol):
 class Backend(Protocol):
     name: str
     version: str
+
     @property
     def cache_identity(self) -> str:
         """What a built artifact's compatibility depends on beyond the model and build options

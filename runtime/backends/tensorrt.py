@@ -688,6 +688,16 @@ class TensorRTBackend:
     def builder_settings(self) -> dict[str, Any]:
         return {"workspace_bytes": self.workspace_bytes}
 
+    def memory_free(self) -> int | None:
+        """Free device memory now: a candidate engine that does not fit beside the serving one
+        makes the swap sequential (see reconciler.context)."""
+        try:
+            rt = _cudart()
+            free, _total = _cuda_check(rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        except BackendError:
+            return None
+        return int(free)
+
     @property
     def cache_identity(self) -> str:
         """What the control plane's build key holds for this backend: an engine is reused only
