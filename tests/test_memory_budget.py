@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Daemon, Kit
-from tests.e2e_util import VersionWatch, select, wait_records, wait_served
+from tests.e2e_util import VersionWatch, last_seq, select, wait_records, wait_served
 
 # The example model's artifact is about 0.9 MB and an instance is budgeted at twice that:
 # 3 MiB holds one instance but not two.
@@ -59,3 +59,21 @@ def test_a_version_too_big_for_the_budget_even_alone_leaves_the_active_one_servi
     watch.assert_only("1")
     assert failed["detail"]["reason"] == "memory-budget"
     assert "--memory-budget" in failed["detail"]["message"]
+
+
+def test_a_crash_inside_the_sequential_window_restores_the_old_version(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    d.start()
+    wait_served(d, "1")
+    d.stop()
+    kit.write(d.desired, "2")
+    budget = ["--memory-budget", ONE_BUT_NOT_TWO]
+    d.start(env={"HOTSWAP_CRASHPOINT": "warm:done"}, args=budget)  # v1 unloaded, v2 loaded
+    assert d.wait_exit(60) == -9
+    since = last_seq(d)
+    d.start(args=budget)
+    wait_records(d, "restore of v1", step="restore", phase="done", to_version="1", after_seq=since)
+    wait_served(d, "2")
+    out = d.cli("journal", "--verify")
+    assert out.returncode == 0, out.stdout + out.stderr
