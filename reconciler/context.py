@@ -251,7 +251,7 @@ class StepContext:
             "source_file": spec.file,
             "backend": spec.backend,
             "precision": spec.precision,
-            "platform": f"{spec.backend}_onnx",
+            "platform": {"tensorrt": "tensorrt_plan"}.get(spec.backend, f"{spec.backend}_onnx"),
             "authorization": self.authorize(spec).to_json(),  # cached by verify: no I/O
             "interface": [t.name for t in verified.inputs + verified.outputs],
             "memory": need,
