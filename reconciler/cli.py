@@ -123,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         " failure; the model is unavailable meanwhile and the journal records for how long",
     )
     run.add_argument(
+        "--trt-workspace",
+        type=_parse_size,
+        default=None,
+        metavar="SIZE",
+        help="TensorRT builder workspace limit, e.g. 1G (default 1G); part of the engine cache key",
+    )
+    run.add_argument(
+        "--trt-build-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="kill a TensorRT engine build that runs longer (default 1800)",
+    )
+    run.add_argument(
         "--access-log",
         action="store_true",
         help="log every inference request (model, version, status, latency, request id)",
@@ -183,6 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from reconciler.journal import Journal, VerifyResult
     from reconciler.lock import AlreadyRunning, StateLock
     from reconciler.logs import configure
+    from runtime import backends
     from runtime.metrics import Metrics
     from runtime.server import create_app
     from runtime.slot import Repository
@@ -213,6 +228,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
         return EXIT_FAILURE
     repo = Repository()
+    backends.configure(
+        "tensorrt", workspace_bytes=args.trt_workspace, build_timeout_s=args.trt_build_timeout
+    )
     metrics = Metrics()
     metrics.watch_state(repo.describe, journal.size_bytes)
     controller = Controller(

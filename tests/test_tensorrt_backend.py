@@ -510,3 +510,19 @@ def test_the_control_planes_build_key_changes_with_the_device_and_builder_settin
         assert build_key(spec, other.cache_identity) != base
     install("10.4.0")
     assert build_key(spec, backend().cache_identity) != base
+
+
+def test_configured_settings_reach_the_backend_and_its_cache_identity(
+    install: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime.backends as backends
+    import runtime.backends.tensorrt as trt_backend
+
+    install("10.3.0")
+    monkeypatch.setattr(trt_backend, "cuda_device_info", lambda: DEVICE)
+    monkeypatch.setattr(backends, "_OPTIONS", {})
+    default = backends.available_backends()["tensorrt"]
+    backends.configure("tensorrt", workspace_bytes=2 << 30, build_timeout_s=60.0)
+    made = backends.get_backend("tensorrt")
+    assert made.workspace_bytes == 2 << 30 and made.build_timeout_s == 60.0
+    assert backends.available_backends()["tensorrt"] != default

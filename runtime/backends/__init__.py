@@ -6,8 +6,18 @@ Lazy import matters: TensorRT is optional, and importing hotswap must never requ
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from runtime.backends.base import Backend, BackendError, BuildOptions, Session, TensorInfo
+
+# Device-wide backend settings (from the command line), e.g. tensorrt: workspace_bytes,
+# build_timeout_s. Set once at start, before any backend is made: they are part of the cache
+# identity, so the build key and the backend must see the same values.
+_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+def configure(name: str, **options: Any) -> None:
+    _OPTIONS[name] = {k: v for k, v in options.items() if v is not None}
 
 
 def get_backend(name: str) -> Backend:
@@ -18,7 +28,8 @@ def get_backend(name: str) -> Backend:
     if name == "tensorrt":
         from runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend()  # raises backend-unavailable without TensorRT
+        # raises backend-unavailable without TensorRT
+        return TensorRTBackend(**_OPTIONS.get("tensorrt", {}))
     raise BackendError(
         f"backend {name!r} is not available on this device", reason="backend-unavailable"
     )
@@ -42,5 +53,6 @@ __all__ = [
     "Session",
     "TensorInfo",
     "available_backends",
+    "configure",
     "get_backend",
 ]
