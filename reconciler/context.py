@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -176,10 +177,15 @@ class StepContext:
         checks = ["signature" if auth.signed else "UNSIGNED", "sha256", "onnx", "interface"]
         return {"sha256": spec.sha256, "checks": checks, "authorization": auth.to_json()}
 
+    def _authorization_key(self, spec: ModelSpec) -> str:
+        # A changed trust policy (a key removed, a min_version raised) judges again.
+        return spec.digest + json.dumps(self.policy.to_json(), sort_keys=True)
+
     def authorize(self, spec: ModelSpec) -> Authorization:
-        """Check the signed manifest against the device trust policy (cached per digest)."""
+        """Check the signed manifest against the device trust policy (cached per digest and
+        policy, so verify and build of one deployment read the manifest once)."""
         cached = self._authorized.get(spec.name)
-        if cached and cached[0] == spec.digest:
+        if cached and cached[0] == self._authorization_key(spec):
             return cached[1]
         url = manifest_location(spec)
         manifest = self._document(url)
@@ -200,14 +206,14 @@ class StepContext:
                 version=spec.version,
                 note="accepted only because the device trust policy sets allow_unsigned",
             )
-        self._authorized[spec.name] = (spec.digest, auth)
+        self._authorized[spec.name] = (self._authorization_key(spec), auth)
         return auth
 
     def seed_authorization(self, spec: ModelSpec, recorded: dict[str, Any] | None) -> None:
         if isinstance(recorded, dict):
             known = {f.name for f in dataclasses.fields(Authorization)}
             auth = Authorization(**{k: v for k, v in recorded.items() if k in known})
-            self._authorized[spec.name] = (spec.digest, auth)
+            self._authorized[spec.name] = (self._authorization_key(spec), auth)
 
     def _document(self, url: str) -> bytes | None:
         """A manifest or signature, or None when the registry has none (not when it is down)."""
@@ -372,7 +378,9 @@ class StepContext:
         key = self.key_for(spec)
         standby = slot.standby
         if slot.candidate is None and standby is not None and _matches(standby, spec, key):
-            # Going back to the version kept warm: one pointer change, no load, no warm-up.
+            # Going back to the version kept warm: one pointer change, no load, no warm-up —
+            # but still under today's trust policy (a key revoked or a min_version raised since).
+            self.authorize(spec)
             new = slot.promote_standby(spec.retention.keep_standby)
         else:
             new = slot.promote_candidate(spec.retention.keep_standby)
