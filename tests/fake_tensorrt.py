@@ -330,6 +330,7 @@ def make(version: str = "10.3.0", behaviour: str = "") -> types.ModuleType:
             self.inputs = [t for t in desc["io"] if t["mode"] == "INPUT"]
             self.outputs = [t for t in desc["io"] if t["mode"] == "OUTPUT"]
             self.contexts: list[Context] = []
+            self.device_memory_size = 4096  # activations per context, as TensorRT reports it
 
         @property
         def num_io_tensors(self) -> int:

@@ -526,3 +526,16 @@ def test_configured_settings_reach_the_backend_and_its_cache_identity(
     made = backends.get_backend("tensorrt")
     assert made.workspace_bytes == 2 << 30 and made.build_timeout_s == 60.0
     assert backends.available_backends()["tensorrt"] != default
+
+
+def test_memory_need_is_the_engine_plus_activations_per_context(
+    child_env: Any, tmp_path: Path
+) -> None:
+    child_env("10.3.0")
+    be = backend(FakeDeviceMemory(), trt_module="tests.fake_tensorrt", max_contexts=3)
+    dest = tmp_path / "art" / "k" / "model.tensorrt"
+    dest.parent.mkdir(parents=True)
+    be.build(make_model(tmp_path / "m.onnx"), dest, BuildOptions(shapes=SHAPES))
+    header, _ = read_artifact(dest)
+    assert header["device_memory"] == 4096
+    assert be.memory_need(dest) == dest.stat().st_size + 3 * 4096

@@ -322,6 +322,7 @@ def _build(
     header = dict(options.get("header", {}))
     header["format"] = FORMAT
     header["engine_sha256"] = hashlib.sha256(engine).hexdigest()
+    header["device_memory"] = _device_memory(trt, logger, engine)
     encoded = json.dumps(header, sort_keys=True).encode()
     with open(dest, "wb") as f:
         f.write(MAGIC + struct.pack(">I", len(encoded)) + encoded)
@@ -630,6 +631,33 @@ class TensorRTSession:
 # --- the backend ---------------------------------------------------------------------------
 
 
+def _device_memory(trt: Any, logger: Any, engine: bytes) -> int:
+    """Activation memory one execution context of the engine needs (the weights come on top);
+    known only once deserialized, so the build child records it in the header."""
+    try:
+        deserialized = trt.Runtime(logger).deserialize_cuda_engine(engine)
+        size = getattr(deserialized, "device_memory_size_v2", None)
+        if size is None:
+            size = getattr(deserialized, "device_memory_size", 0)
+        return int(size or 0)
+    except Exception:  # an unknown figure: the header says 0 and planning uses the engine size
+        return 0
+
+
+def read_header(artifact: Path) -> dict[str, Any]:
+    """Only the header of an artifact (no engine bytes read): for memory planning."""
+    with artifact.open("rb") as f:
+        head = f.read(len(MAGIC) + 4)
+        if len(head) < len(MAGIC) + 4 or not head.startswith(MAGIC):
+            raise BackendError(f"{artifact.name} is not a hotswap TensorRT engine", "load-failed")
+        (length,) = struct.unpack(">I", head[len(MAGIC) :])
+        try:
+            header: dict[str, Any] = json.loads(f.read(length))
+        except ValueError as e:
+            raise BackendError(f"{artifact.name}: unreadable engine header", "load-failed") from e
+    return header
+
+
 def read_artifact(artifact: Path) -> tuple[dict[str, Any], bytes]:
     """Header and engine bytes of an artifact; raises load-failed on a malformed or torn file."""
     data = artifact.read_bytes()
@@ -687,6 +715,13 @@ class TensorRTBackend:
 
     def builder_settings(self) -> dict[str, Any]:
         return {"workspace_bytes": self.workspace_bytes}
+
+    def memory_need(self, artifact: Path) -> int:
+        """Device memory an instance needs: the engine (its weights) plus, per execution
+        context, the activation memory the engine reported when it was built."""
+        header = read_header(artifact)
+        weights = artifact.stat().st_size
+        return weights + int(header.get("device_memory", 0)) * self.max_contexts
 
     def memory_free(self) -> int | None:
         """Free device memory now: a candidate engine that does not fit beside the serving one
