@@ -235,12 +235,17 @@ class StepContext:
         path = self.artifacts.build(self._verified_for(spec), key, self.backend(spec.backend))
         return {"build_key": key, "artifact": str(path), "bytes": path.stat().st_size}
 
-    def _load(self, spec: ModelSpec, key: str) -> Instance:
-        verified = self._verified_for(spec)
+    def _artifact(self, spec: ModelSpec, key: str) -> Path:
+        """The verified, built artifact for `spec`, its own sha256 checked (once per load)."""
+        self._verified_for(spec)
         if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
             self.build(spec, key)
+        return self.artifacts.open(key)
+
+    def _load(self, spec: ModelSpec, key: str, artifact: Path | None = None) -> Instance:
+        artifact = artifact or self._artifact(spec, key)
+        verified = self._verified_for(spec)
         backend = self.backend(spec.backend)
-        artifact = self.artifacts.open(key)
         need = self._memory_need(backend, artifact)
         try:
             session = backend.load(artifact, threads=self.threads)
@@ -265,8 +270,9 @@ class StepContext:
         return Instance(spec.name, spec.version, session, meta)
 
     def warm(self, spec: ModelSpec, key: str) -> Detail:
-        sequential = self._make_room(spec, key)
-        inst = self._load(spec, key)
+        artifact = self._artifact(spec, key)
+        sequential = self._make_room(spec, artifact)
+        inst = self._load(spec, key, artifact)
         try:
             warm_up(spec, inst.session)
         except BaseException:
@@ -308,7 +314,7 @@ class StepContext:
             limits.append(int(free))
         return min(limits) if limits else None
 
-    def _make_room(self, spec: ModelSpec, key: str) -> bool:
+    def _make_room(self, spec: ModelSpec, artifact: Path) -> bool:
         """Make room for the candidate; True when that meant unloading the active version.
 
         Order: the standby goes first (it only speeds up a revert); only when the candidate
@@ -318,10 +324,7 @@ class StepContext:
         active version untouched.
         """
         backend = self.backend(spec.backend)
-        self._verified_for(spec)
-        if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
-            self.build(spec, key)
-        need = self._memory_need(backend, self.artifacts.open(key))
+        need = self._memory_need(backend, artifact)
         free = self._free_memory(backend)
         slot = self.repo.slot(spec.name)
         if free is None or need <= free:

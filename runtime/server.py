@@ -179,10 +179,6 @@ def create_app(
         served = "-"
         response: Response
         try:
-            if len(body_bytes) > MAX_BODY_BYTES:
-                raise BadRequest(
-                    f"request body of {len(body_bytes)} bytes exceeds {MAX_BODY_BYTES}"
-                )
             header, binary = split_body(body_bytes, header_length)
             try:
                 # orjson: a 224x224 image as JSON parses about 5x faster than with json, and the
