@@ -37,10 +37,44 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class RolloutStage:
+    """One step of a canary (share of requests the candidate answers) or a shadow (share of
+    requests mirrored to it), held for `duration_s` before it is judged."""
+
+    weight: float  # percent, 0-100
+    duration_s: float
+    duration: str = ""  # as written ("30s"), for messages
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a candidate must hold during each rollout stage; any crossed gate fails it."""
+
+    max_error_rate: float = 0.01  # failed / requests answered (or mirrored) by the candidate
+    max_p99_latency_ratio: float | None = None  # candidate p99 / active p99, judged per stage
+    min_requests: int = 20  # candidate requests needed before a stage can pass
+    max_output_divergence: float | None = None  # largest |candidate - active| on any output
+    min_top1_agreement: float | None = None  # share of rows whose argmax matches the active's
+
+
+# A canary or shadow written without steps gets these: small first, judged, then most traffic.
+DEFAULT_STAGES = {
+    "canary": (RolloutStage(10, 30.0, "30s"), RolloutStage(50, 30.0, "30s")),
+    "shadow": (RolloutStage(100, 60.0, "60s"),),
+}
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
-    strategy: str = "immediate"
+    strategy: str = "immediate"  # immediate | canary | shadow
     on_failure: str = "revert"
-    raw: str = "{}"  # canonical JSON of steps/gates, kept for the digest until they are used
+    steps: tuple[RolloutStage, ...] = ()
+    gates: Gates = field(default_factory=Gates)
+
+    @property
+    def stages(self) -> tuple[RolloutStage, ...]:
+        """The stages a candidate goes through before it is promoted (none when immediate)."""
+        return () if self.strategy == "immediate" else self.steps
 
 
 @dataclass(frozen=True)
@@ -131,7 +165,16 @@ def spec_from_json(data: dict[str, Any]) -> ModelSpec:
             "inputs": tensors(data["inputs"]),
             "outputs": tensors(data["outputs"]),
             "health": HealthSpec(**data["health"]),
-            "rollout": RolloutSpec(**data["rollout"]),
+            "rollout": _rollout_from_json(data["rollout"]),
             "retention": RetentionSpec(**data["retention"]),
         }
+    )
+
+
+def _rollout_from_json(data: dict[str, Any]) -> RolloutSpec:
+    return RolloutSpec(
+        strategy=data.get("strategy", "immediate"),
+        on_failure=data.get("on_failure", "revert"),
+        steps=tuple(RolloutStage(**s) for s in data.get("steps", ())),
+        gates=Gates(**data.get("gates", {})),
     )

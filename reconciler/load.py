@@ -28,12 +28,15 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.desired import (
+    DEFAULT_STAGES,
     Desired,
+    Gates,
     HealthSpec,
     LoadError,
     ModelSpec,
     RetentionSpec,
     RolloutSpec,
+    RolloutStage,
     ShapeRange,
     TensorSpec,
 )
@@ -243,6 +246,45 @@ def _shapes(shapes: dict[str, Any]) -> tuple[tuple[str, ShapeRange], ...]:
     return tuple(out)
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "500ms", "30s", "5m", "1.5h" (the schema has already checked the form)."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def _rollout(rollout: dict[str, Any]) -> RolloutSpec:
+    strategy = rollout.get("strategy", "immediate")
+    written = rollout.get("steps")
+    stages = tuple(
+        RolloutStage(float(s["weight"]), parse_duration(s["for"]), s["for"]) for s in written or ()
+    )
+    if written is None:
+        stages = DEFAULT_STAGES.get(strategy, ())
+    if strategy != "immediate":
+        if not stages:
+            raise _Invalid(
+                ("spec", "rollout", "steps"), f"a {strategy} rollout needs at least one step"
+            )
+        for i, stage in enumerate(stages):
+            if stage.weight <= 0:
+                raise _Invalid(
+                    ("spec", "rollout", "steps", i, "weight"),
+                    f"a {strategy} step must send the candidate some traffic (weight > 0),"
+                    " or it can never be judged",
+                )
+    return RolloutSpec(
+        strategy=strategy,
+        on_failure=rollout.get("on_failure", "revert"),
+        steps=stages,
+        gates=Gates(**rollout.get("gates", {})),
+    )
+
+
 def _tensors(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in items)
 
@@ -254,7 +296,6 @@ def _build(data: dict[str, Any], base_dir: str, shown: str) -> ModelSpec:
     rollout, retention = spec.get("rollout", {}), spec.get("retention", {})
     at = {k: ("spec", "model", k) for k in ("source", "manifest")}
     max_latency = health.get("max_latency_ms")
-    steps_gates = {k: v for k, v in rollout.items() if k not in ("strategy", "on_failure")}
     return ModelSpec(
         name=data["metadata"]["name"],
         version=str(model["version"]),  # the schema allows an integer; ints are < 2**63
@@ -272,11 +313,7 @@ def _build(data: dict[str, Any], base_dir: str, shown: str) -> ModelSpec:
             rtol=float(health.get("rtol", 0)),
             max_latency_ms=None if max_latency is None else float(max_latency),
         ),
-        rollout=RolloutSpec(
-            strategy=rollout.get("strategy", "immediate"),
-            on_failure=rollout.get("on_failure", "revert"),
-            raw=json.dumps(steps_gates, sort_keys=True, separators=(",", ":")),
-        ),
+        rollout=_rollout(rollout),
         retention=RetentionSpec(
             keep_standby=retention.get("keep_standby", True),
             keep_versions=retention.get("keep_versions", 3),

@@ -11,15 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.desired import (
+    Gates,
     HealthSpec,
     LoadError,
     ModelSpec,
     RetentionSpec,
     RolloutSpec,
+    RolloutStage,
     ShapeRange,
     TensorSpec,
 )
-from reconciler.load import load_dir, load_file
+from reconciler.load import load_dir, load_file, parse_duration
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -118,18 +120,44 @@ def test_full_document_round_trip(tmp_path: Path) -> None:
         inputs=(TensorSpec("input", "FP32", (-1, 3, 224, 224)),),
         outputs=(TensorSpec("logits", "FP32", (-1, 1000)),),
         health=HealthSpec(20, f"{snap}/models/classifier-golden.npz", 1e-4, 0.0, 50.0),
-        rollout=RolloutSpec("canary", "revert", spec.rollout.raw),
+        rollout=RolloutSpec(
+            "canary",
+            "revert",
+            steps=(RolloutStage(10, 30.0, "30s"), RolloutStage(50, 90.0, "1.5m")),
+            gates=Gates(max_error_rate=0.01, max_p99_latency_ratio=1.5, min_requests=50),
+        ),
         retention=RetentionSpec(keep_standby=False, keep_versions=5),
         manifest=f"{snap}/registry/classifier/3/manifest.json",
         file="desired/classifier.yaml",
     )
-    assert json.loads(spec.rollout.raw) == {
-        "gates": {"max_error_rate": 0.01, "max_p99_latency_ratio": 1.5, "min_requests": 50},
-        "steps": [{"for": "30s", "weight": 10}, {"for": "1.5m", "weight": 50}],
-    }
-    assert spec.rollout.raw == json.dumps(
-        json.loads(spec.rollout.raw), sort_keys=True, separators=(",", ":")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("30s", 30.0), ("1.5m", 90.0), ("5m", 300.0), ("1h", 3600.0), ("0s", 0.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_canary_and_shadow_get_default_steps(tmp_path: Path) -> None:
+    for strategy, weights in (("canary", [10, 50]), ("shadow", [100]), ("immediate", [])):
+        text = MINIMAL.format(name="m") + f"  rollout:\n    strategy: {strategy}\n"
+        spec = load_file(_write(tmp_path / f"{strategy}.yaml", text))
+        assert isinstance(spec, ModelSpec), spec
+        assert [s.weight for s in spec.rollout.stages] == weights
+
+
+def test_rollout_step_without_traffic_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = MINIMAL.format(name="m") + (
+        "  rollout:\n    strategy: canary\n    steps:\n"
+        "      - {weight: 10, for: 5s}\n      - {weight: 0, for: 5s}\n"
     )
+    err = load_file(_write(tmp_path / "m.yaml", text), "desired/m.yaml")
+    assert isinstance(err, LoadError)
+    assert err.field == "spec.rollout.steps[1].weight"
+    assert err.line == text.splitlines().index("      - {weight: 0, for: 5s}") + 1
+    assert "can never be judged" in err.message
 
 
 def test_defaults_and_display_relative_to_cwd(tmp_path: Path, monkeypatch) -> None:
