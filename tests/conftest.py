@@ -44,7 +44,11 @@ def _load_make_models() -> Any:
 
 @dataclass
 class Kit:
-    """The example models (versions 1-4) and their deployment documents, with absolute paths."""
+    """The example models (versions 1-6) and their deployment documents, with absolute paths.
+
+    `docs` is keyed by model version ("1" ... "6"; 5 and 6 roll out as canaries), plus
+    "2-canary": v2 with the canary rollout of classifier.v2-canary.yaml (docs["2"] is the
+    immediate one)."""
 
     registry: Path
     public_key: Path  # the publisher's key: a device trusts the kit once this is in its trust dir
@@ -58,7 +62,7 @@ class Kit:
             package = publish(
                 Path(d["spec"]["model"]["source"]),
                 name,
-                version,
+                d["spec"]["model"]["version"],  # "2" for the key "2-canary"
                 self.public_key.with_suffix(".key"),
                 self.registry,
             )
@@ -106,8 +110,10 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
         doc["spec"]["model"]["source"] = str((base / doc["spec"]["model"]["source"]).resolve())
         doc["spec"]["health"]["golden"] = str((base / doc["spec"]["health"]["golden"]).resolve())
         doc["spec"]["model"]["manifest"] = str((base / doc["spec"]["model"]["manifest"]).resolve())
-        result.docs[version] = doc
-    assert set(result.docs) >= {"1", "2", "3", "4"}
+        key = f"{version}-canary" if yaml_path.name.endswith("-canary.yaml") else version
+        result.docs[key] = doc
+    assert set(result.docs) >= {"1", "2", "3", "4", "5", "6", "2-canary"}
+    assert result.docs["2"]["spec"]["rollout"]["strategy"] == "immediate"
     return result
 
 
