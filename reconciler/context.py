@@ -27,15 +27,17 @@ from reconciler.desired import ModelSpec, spec_from_json, spec_to_json
 from reconciler.errors import HotswapError, RuntimeFailure, TransientError
 from reconciler.fetch import fetch, fetch_bytes, manifest_location
 from reconciler.fetchers import ProgressBar
+from reconciler.gates import POLL_S, judge
 from reconciler.health import health_check, warm_up
 from reconciler.journal import Journal
 from reconciler.observed import InstanceInfo, ModelObserved, Observed
-from reconciler.steps import Detail
+from reconciler.steps import Detail, Wait
 from reconciler.store import Store
 from reconciler.trust import Authorization, TrustPolicy, authorize
 from reconciler.verify import VerifiedModel, verify
 from runtime.backends import Backend, available_backends, get_backend
 from runtime.slot import Instance, Repository
+from runtime.traffic import Split
 
 log = structlog.get_logger("hotswap.context")
 
@@ -51,6 +53,7 @@ def _info(inst: Instance | None, healthy_default: bool = True) -> InstanceInfo |
         digest=m.get("digest", ""),
         healthy=inst.healthy or healthy_default,
         source_file=m.get("source_file", ""),
+        stages_passed=int(m.get("stages_passed", 0)),
     )
 
 
@@ -93,6 +96,10 @@ class StepContext:
         # When a candidate cannot be loaded beside the active version, the swap is sequential.
         self.memory_budget: int | None = None
         self._sequential: dict[str, float] = {}  # model -> when its active version was unloaded
+        self.clock: Callable[[], float] = time.monotonic  # rollout stage timing (tests inject)
+        # Called when a candidate in a rollout stage fails a request, so the controller judges
+        # the stage at once instead of at its next poll.
+        self.on_rollout_event: Callable[[], None] | None = None
 
     # -- observation -----------------------------------------------------------------------
     def observe(self) -> Observed:
@@ -375,6 +382,77 @@ class StepContext:
         cand.healthy = True
         return report.to_json()
 
+    # -- rollout stages (canary, shadow) ---------------------------------------------------
+    def rollout(self, spec: ModelSpec, stage: int) -> Detail | Wait:
+        """Start stage `stage` (shift or mirror its share of traffic), or judge it.
+
+        A failed gate sends all traffic back to the active version *before* the failure is
+        journaled: that is the safe direction, and it is what makes a revert one pointer change
+        within milliseconds of the decision. A crash between the two leaves a stage that began
+        and never ended, which the next start simply runs again (the candidate is not loaded
+        after a restart, so it is warmed, checked and canaried from stage 1)."""
+        slot = self.repo.slot(spec.name)
+        cand = slot.candidate
+        rollout = spec.rollout
+        where = f"{rollout.strategy} {spec.name} v{spec.version} stage {stage + 1}/{len(rollout.stages)}"
+        if cand is None or cand.meta.get("digest") != spec.digest or not cand.healthy:
+            raise RuntimeFailure(
+                f"{where}: no health-checked candidate loaded", reason="no-candidate"
+            )
+        if slot.active is None:
+            raise RuntimeFailure(
+                f"{where}: a {rollout.strategy} needs the serving version loaded beside the"
+                " candidate, and both do not fit in memory (use strategy immediate for this"
+                " model, or raise --memory-budget)",
+                reason="rollout-no-room",
+            )
+        current = rollout.stages[stage]
+        split = slot.split
+        if split is None or split.digest != spec.digest or split.stage != stage:
+            gates = rollout.gates
+            compare = rollout.strategy == "canary" and (
+                gates.max_output_divergence is not None or gates.min_top1_agreement is not None
+            )
+            split = Split(
+                rollout.strategy, stage, current.weight, spec.digest, compare, clock=self.clock
+            )
+            split.on_candidate_error = self.on_rollout_event
+            slot.start_split(split)
+            log.info(
+                "rollout.stage",
+                model=spec.name,
+                version=spec.version,
+                stage=stage + 1,
+                weight=current.weight,
+                duration=current.duration,
+                strategy=rollout.strategy,
+            )
+            return Wait(min(current.duration_s, POLL_S), f"{where} started")
+        figures = split.snapshot()
+        verdict = judge(
+            rollout.strategy, current, rollout.gates, figures, self.clock() - split.started
+        )
+        if verdict.outcome == "wait":
+            return Wait(verdict.after_s, f"{where}: {verdict.why}")
+        if verdict.outcome == "fail":
+            decided = time.perf_counter()
+            slot.end_split(decided_at=decided)
+            back_ms = round((time.perf_counter() - decided) * 1000, 3)
+            serving = slot.active.version if slot.active else None
+            raise RuntimeFailure(
+                f"{where}: {verdict.why}; all traffic back to v{serving}",
+                reason="rollout-gate",
+                detail={"stage": stage + 1, "figures": figures, "traffic_back_ms": back_ms},
+            )
+        cand.meta["stages_passed"] = stage + 1
+        return {
+            "stage": stage + 1,
+            "of": len(rollout.stages),
+            "weight": current.weight,
+            "verdict": verdict.why,
+            "figures": figures,
+        }
+
     def swap(self, spec: ModelSpec) -> Detail:
         slot = self.repo.slot(spec.name)
         old = slot.active.version if slot.active else None
@@ -384,8 +462,18 @@ class StepContext:
             # Going back to the version kept warm: one pointer change, no load, no warm-up —
             # but still under today's trust policy (a key revoked or a min_version raised since).
             self.authorize(spec)
-            new = slot.promote_standby(spec.retention.keep_standby)
+            new = slot.promote_standby(spec.retention.keep_standby, decided_at=time.perf_counter())
         else:
+            cand = slot.candidate
+            judged = int(cand.meta.get("stages_passed", 0)) if cand else 0
+            if judged < len(spec.rollout.stages):
+                # The planner never asks for this; the check makes "never promoted unjudged" a
+                # property of the swap itself, not of every path that might reach it.
+                raise RuntimeFailure(
+                    f"swap {spec.name} v{spec.version}: the candidate passed {judged} of"
+                    f" {len(spec.rollout.stages)} {spec.rollout.strategy} stages",
+                    reason="rollout-unjudged",
+                )
             new = slot.promote_candidate(spec.retention.keep_standby)
         crashpoint("swap:flipped")
         self.failures.pop(spec.name, None)

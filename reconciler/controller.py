@@ -78,6 +78,7 @@ class Controller:
         self.resync_s = resync_s
         self.ctx = StepContext(state_dir, journal, repo, threads=threads)
         self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
+        self.ctx.on_rollout_event = self.wake  # a candidate failed a request: judge its stage now
         self.executor = Executor(self.ctx, metrics)
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
@@ -91,6 +92,7 @@ class Controller:
             str, tuple[int, float]
         ] = {}  # model -> (attempts, not before, monotonic)
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
+        self._requeue: dict[str, float] = {}  # model -> when (monotonic) a waiting step is due
         self._pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hotswap-model", initializer=_lower_priority
         )
@@ -145,7 +147,12 @@ class Controller:
             except Exception:
                 log.exception("reconcile.pass-failed")
             # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
-            self._wake.wait(timeout=self.resync_s * random.uniform(0.9, 1.1))
+            timeout = self.resync_s * random.uniform(0.9, 1.1)
+            with self._lock:
+                due = min(self._requeue.values(), default=None)
+            if due is not None:  # a rollout stage to look at again
+                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            self._wake.wait(timeout=timeout)
 
     def reconcile_once(self) -> list[AnyStep]:
         pass_started = time.monotonic()
@@ -189,6 +196,9 @@ class Controller:
         try:
             outcome = self.executor.run(model, steps, spec, revision)
             with self._lock:
+                self._requeue.pop(model, None)
+                if outcome.requeue_after is not None:
+                    self._requeue[model] = time.monotonic() + outcome.requeue_after
                 if outcome.ok or outcome.terminal:
                     self._backoff.pop(model, None)
                 else:
@@ -207,8 +217,10 @@ class Controller:
         finally:
             with self._lock:
                 self._busy.discard(model)
+                waiting = model in self._requeue
             self.write_status()
-            self.wake()
+            if not waiting:  # finished or failed: plan again now; a waiting step is due later
+                self.wake()
 
     def refresh_trust(self) -> None:
         """Re-read the device trust policy; a broken policy file keeps the last good one."""

@@ -13,6 +13,8 @@ only place that turns these into journal records, retries and status.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HotswapError(Exception):
     """Base: carries a stable machine-readable `reason` beside the human message."""
@@ -20,10 +22,13 @@ class HotswapError(Exception):
     reason = "error"
     terminal = False  # True: do not retry this desired digest until desired state changes
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, reason: str | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         if reason:
             self.reason = reason
+        self.detail = detail or {}  # JSON-safe figures for the journal's `failed` record
 
     @property
     def message(self) -> str:

@@ -2,7 +2,9 @@
 
 `StepContext` (reconciler.context) holds every side effect a step may have; steps only say which
 of its operations they need. `Executor.run` is the one interpreter of outcomes:
-it writes `begin` durably before `apply`, then `done` or `failed`; on a failure after the
+it writes `begin` durably before `apply`, then `done` or `failed` — or nothing yet, when the step
+says `Wait` (a rollout stage still running): the run stops there, the controller runs the plan
+again later, and the same step is resumed without a second `begin`; on a failure after the
 candidate was loaded it reverts (the active version never stopped serving); a terminal failure
 quarantines that desired digest so it is not retried in a loop, a transient one is retried by
 the controller with backoff.
@@ -19,7 +21,7 @@ import structlog
 from reconciler.context import StepContext
 from reconciler.desired import ModelSpec, spec_from_json
 from reconciler.errors import HotswapError, RuntimeFailure
-from reconciler.steps import AnyStep, Revert
+from reconciler.steps import AnyStep, Revert, Wait
 from runtime.metrics import Metrics
 
 log = structlog.get_logger("hotswap.executor")
@@ -33,6 +35,7 @@ class Outcome:
     reason: str = ""
     message: str = ""
     terminal: bool = False
+    requeue_after: float | None = None  # ok but not finished: run the plan again after this
 
 
 class Executor:
@@ -40,6 +43,7 @@ class Executor:
         self.ctx = ctx
         self.journal = ctx.journal
         self.metrics = metrics or Metrics()
+        self._waiting: dict[str, AnyStep] = {}  # model -> step begun and waiting to finish
 
     def _active_version(self, model: str) -> str | None:
         slot = self.ctx.repo.get(model)
@@ -58,24 +62,26 @@ class Executor:
                 log.info("step.skip", model=model, step=step.name, reason="already done")
                 continue
             from_version = self._active_version(model)
-            self.journal.append(
-                model,
-                step.name,
-                "begin",
-                from_version=from_version,
-                detail={"step": str(step)},
-                **common,
-            )
-            log.info(
-                "step.begin",
-                model=model,
-                step=step.name,
-                version=common["to_version"],
-                plan=str(step),
-            )
+            resumed = self._waiting.pop(model, None) == step
+            if not resumed:
+                self.journal.append(
+                    model,
+                    step.name,
+                    "begin",
+                    from_version=from_version,
+                    detail={"step": str(step)},
+                    **common,
+                )
+                log.info(
+                    "step.begin",
+                    model=model,
+                    step=step.name,
+                    version=common["to_version"],
+                    plan=str(step),
+                )
             started = time.perf_counter()
             try:
-                detail = step.apply(self.ctx) or {}
+                result = step.apply(self.ctx)
             except Exception as e:
                 self.metrics.steps.labels(step.name, "failed").observe(
                     time.perf_counter() - started
@@ -89,6 +95,11 @@ class Executor:
                     )
                 )
                 return self._failed(model, step, err, from_version, spec, common)
+            if isinstance(result, Wait):
+                self._waiting[model] = step
+                log.debug("step.wait", model=model, step=step.name, why=result.why)
+                return Outcome(ok=True, message=result.why, requeue_after=result.after_s)
+            detail = result or {}
             self.metrics.steps.labels(step.name, "done").observe(time.perf_counter() - started)
             if step.name == "swap":
                 self.metrics.swaps.labels(model).inc()
@@ -107,7 +118,12 @@ class Executor:
         spec: ModelSpec | None,
         common: dict[str, Any],
     ) -> Outcome:
-        detail = {"reason": err.reason, "message": err.message, "terminal": err.terminal}
+        detail = {
+            "reason": err.reason,
+            "message": err.message,
+            "terminal": err.terminal,
+            **err.detail,
+        }
         self.journal.append(
             model, step.name, "failed", from_version=from_version, detail=detail, **common
         )
@@ -182,8 +198,10 @@ class Executor:
     def _reload_quarantine(self) -> None:
         """Terminal failures since each model's last swap stay quarantined across restarts."""
         for rec in self.journal.records():
-            if rec.step in ("swap", "unload") and rec.phase == "done":
+            if rec.step in ("swap", "unload", "retry") and rec.phase == "done":
+                # a promotion, an unload or an operator's `hotswap retry` ends a quarantine
                 self.ctx.failures.pop(rec.model, None)
+                self.ctx.last_error.pop(rec.model, None)
             elif rec.phase == "failed" and rec.details.get("terminal") and rec.desired_digest:
                 self.ctx.failures[rec.model] = (rec.desired_digest, rec.details.get("message", ""))
                 self.ctx.last_error[rec.model] = rec.details.get("message", "")

@@ -277,11 +277,20 @@ def _rollout(rollout: dict[str, Any]) -> RolloutSpec:
                     f"a {strategy} step must send the candidate some traffic (weight > 0),"
                     " or it can never be judged",
                 )
+    gates = Gates(**rollout.get("gates", {}))
+    if strategy == "canary" and gates.max_p99_latency_ratio is not None:
+        for i, stage in enumerate(stages):
+            if stage.weight >= 100:
+                raise _Invalid(
+                    ("spec", "rollout", "steps", i, "weight"),
+                    "a 100% canary step leaves no requests on the serving version to compare"
+                    " p99 latency with (max_p99_latency_ratio); use at most 99",
+                )
     return RolloutSpec(
         strategy=strategy,
         on_failure=rollout.get("on_failure", "revert"),
         steps=stages,
-        gates=Gates(**rollout.get("gates", {})),
+        gates=gates,
     )
 
 

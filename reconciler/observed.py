@@ -21,6 +21,7 @@ class InstanceInfo:
         False  # health-checked (candidates only; active/standby are healthy by definition)
     )
     source_file: str = ""  # the desired YAML that asked for it
+    stages_passed: int = 0  # rollout stages this candidate has passed (canary/shadow)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@
 No I/O, no clock, no randomness: the same inputs always give the same steps, which is what
 `hotswap plan` prints and what the table-driven tests pin down. Per model, in name order:
 
-- desired and in sync (the active instance has the desired version and build key): nothing;
-- desired but its digest failed terminally before (quarantined): nothing until it changes;
+- desired and in sync (the active instance has the desired version and build key): nothing,
+  except reverting a candidate that is no longer wanted (a rollout overtaken by a rollback);
+- desired but its digest failed terminally before (quarantined): the same, until it changes;
 - desired and proven as the warm standby (same build and digest): swap back, retire;
 - desired and different: the remaining steps of fetch -> verify -> build -> warm -> health-check
-  -> swap -> retire, dropping those `done(observed)` already; a stale candidate is reverted first;
+  -> [rollout stage 1..n, for canary and shadow] -> swap -> retire, dropping those
+  `done(observed)` already; a stale candidate is reverted first;
 - held (its file is invalid, or a file that failed to load used to define it): nothing;
 - not desired anymore: unload (unless the directory itself could not be read).
 """
@@ -24,6 +26,7 @@ from reconciler.steps import (
     HealthCheck,
     Retire,
     Revert,
+    Rollout,
     Swap,
     Unload,
     Verify,
@@ -56,7 +59,8 @@ def in_sync(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool
 
 def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> list[AnyStep]:
     if in_sync(spec, current, observed) or current.failed_digest == spec.digest:
-        return []
+        cand = current.candidate
+        return [Revert(spec.name, cand.version)] if cand is not None else []
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
     retention = spec.retention
@@ -91,7 +95,12 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
         # verify and build feed warm: once the candidate is loaded they have nothing left to do
         if not step.done(observed) and not (warmed and isinstance(step, Verify | Build | Fetch))
     ]
-    # swap and retire are judged when their turn comes: before the swap there is nothing to retire
+    # rollout stages, swap and retire are judged when their turn comes
+    pending += [
+        stage
+        for i in range(len(spec.rollout.stages))
+        if not (stage := Rollout(name, spec, key, i)).done(observed)
+    ]
     pending += [
         Swap(name, spec, key),
         Retire(name, retention.keep_standby, retention.keep_versions),

@@ -27,6 +27,7 @@ def write_snapshot(
     repo_view: dict[str, Any],
     ready: bool,
     progress: dict[str, tuple[int, int | None]] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> None:
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
@@ -51,6 +52,8 @@ def write_snapshot(
         "revision": desired.revision if desired else None,
         "models": models,
         "errors": [e.to_json() for e in desired.errors] if desired else [],
+        # operator overrides in force (`hotswap rollback`): model -> Override.to_json()
+        "overrides": overrides or {},
     }
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
 
@@ -72,6 +75,7 @@ def _instance(data: dict[str, Any] | None, default_healthy: bool = True) -> Inst
         digest=data.get("digest", ""),
         healthy=bool(data.get("healthy", default_healthy)),
         source_file=data.get("source_file", ""),
+        stages_passed=int(data.get("stages_passed", 0)),
     )
 
 

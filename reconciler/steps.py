@@ -18,6 +18,16 @@ from reconciler.observed import InstanceInfo, Observed
 Detail = dict[str, Any] | None  # what a step reports for its `done` journal record
 
 
+@dataclass(frozen=True)
+class Wait:
+    """What a step returns when it is under way but not finished (a rollout stage still
+    running): the executor stops there, and the controller runs the plan again after
+    `after_s` (or sooner, when woken). The step's `begin` is not journaled again."""
+
+    after_s: float
+    why: str
+
+
 class StepContext(Protocol):
     """The operations steps may ask for; `reconciler.context.StepContext` does the I/O."""
 
@@ -26,6 +36,7 @@ class StepContext(Protocol):
     def build(self, spec: ModelSpec, key: str) -> Detail: ...
     def warm(self, spec: ModelSpec, key: str) -> Detail: ...
     def health_check(self, spec: ModelSpec) -> Detail: ...
+    def rollout(self, spec: ModelSpec, stage: int) -> Detail | Wait: ...
     def swap(self, spec: ModelSpec) -> Detail: ...
     def retire(self, model: str, keep_standby: bool, keep_versions: int) -> Detail: ...
     def revert(self, model: str, reason: str) -> Detail: ...
@@ -37,7 +48,7 @@ class Step(Protocol):
     model: str
 
     def done(self, observed: Observed) -> bool: ...
-    def apply(self, ctx: StepContext) -> Detail: ...
+    def apply(self, ctx: StepContext) -> Detail | Wait: ...
 
 
 def _candidate_for(
@@ -148,6 +159,52 @@ class HealthCheck:
         return f"health-check {self.model} v{self.spec.version} ({', '.join(checks)})"
 
 
+def _percent(x: float) -> str:
+    return f"{x * 100:.4g}%"
+
+
+def _gates(spec: ModelSpec) -> str:
+    g = spec.rollout.gates
+    parts = [f"errors <= {_percent(g.max_error_rate)}"]
+    if g.max_p99_latency_ratio is not None:
+        parts.append(f"p99 <= {g.max_p99_latency_ratio:g}x active")
+    if g.max_output_divergence is not None:
+        parts.append(f"outputs within {g.max_output_divergence:g}")
+    if g.min_top1_agreement is not None:
+        parts.append(f"top-1 agreement >= {_percent(g.min_top1_agreement)}")
+    parts.append(f">= {g.min_requests} requests")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One stage of a canary or shadow rollout: shift (or mirror) a share of the traffic to the
+    proven candidate, and hold it there until the stage's gates pass or fail."""
+
+    name: ClassVar[str] = "rollout"
+    model: str
+    spec: ModelSpec
+    build_key: str
+    stage: int  # index into spec.rollout.stages
+
+    def done(self, observed: Observed) -> bool:
+        cand = _candidate_for(observed, self.model, self.spec, self.build_key)
+        return cand is not None and cand.stages_passed > self.stage
+
+    def apply(self, ctx: StepContext) -> Detail | Wait:
+        return ctx.rollout(self.spec, self.stage)
+
+    def __str__(self) -> str:
+        r = self.spec.rollout
+        s = r.stages[self.stage]
+        where = f"{self.model} v{self.spec.version} stage {self.stage + 1}/{len(r.stages)}"
+        if r.strategy == "shadow":
+            what = f"mirror {s.weight:g}% of requests for {s.duration}, answers from the active version"
+        else:
+            what = f"{s.weight:g}% of requests for {s.duration}"
+        return f"{r.strategy} {where}: {what} (gates: {_gates(self.spec)})"
+
+
 @dataclass(frozen=True)
 class Swap:
     name: ClassVar[str] = "swap"
@@ -222,4 +279,4 @@ class Unload:
         return f"unload {self.model} v{self.version} (its desired file is gone)"
 
 
-AnyStep = Fetch | Verify | Build | Warm | HealthCheck | Swap | Retire | Revert | Unload
+AnyStep = Fetch | Verify | Build | Warm | HealthCheck | Rollout | Swap | Retire | Revert | Unload

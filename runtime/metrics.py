@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+REVERT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
 STEP_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
@@ -37,7 +38,8 @@ class _StateCollector(Collector):
             labels=["model", "version"],
         )
         for model, roles in self._models().items():
-            for role, inst in roles.items():
+            for role in ("active", "candidate", "standby"):
+                inst = roles.get(role)
                 if inst:
                     info.add_metric([model, str(inst["version"]), role], 1)
                     in_flight.add_metric([model, str(inst["version"])], inst.get("in_flight", 0))
@@ -68,6 +70,10 @@ class Metrics:
         self.reverts = Counter(
             "hotswap_reverts", "Candidates dropped after a failure", ["model", "reason"], registry=r
         )
+        self.revert_seconds = Histogram(
+            "hotswap_revert_seconds", "Revert time: from the decision to send traffic back to the previous version to the first request routed there",
+            ["model"], buckets=REVERT_BUCKETS, registry=r,
+        )  # fmt: skip
         self.steps = Histogram(
             "hotswap_step_duration_seconds", "Reconcile step durations by step and outcome",
             ["step", "outcome"], buckets=STEP_BUCKETS, registry=r,

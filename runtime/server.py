@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from runtime.backends.base import BackendError
 from runtime.metrics import Metrics
+from runtime.mirror import Mirror, finite
 from runtime.slot import Instance, ModelSlot, NotReady, Repository
 from runtime.v2 import BadRequest, EncodedResponse, decode_request, encode_response, split_body
 
@@ -78,8 +79,11 @@ def create_app(
 ) -> Starlette:
     """The V2 app. `workers` threads run inference (default: one per core, see `default_workers`)."""
     metrics = metrics or Metrics()
-    pool = ThreadPoolExecutor(
-        max_workers=workers or default_workers(), thread_name_prefix="hotswap-infer"
+    workers = workers or default_workers()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-infer")
+    mirror = Mirror(workers=max(1, workers // 2))
+    repo.on_revert_served = lambda model, seconds: metrics.revert_seconds.labels(model).observe(
+        seconds
     )
 
     async def loop_run(fn: Callable[..., Response], *args: Any) -> Response:
@@ -166,6 +170,19 @@ def create_app(
             request_id,
         )
 
+    def _run_session(slot: ModelSlot, inst: Instance, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Inference alone, timed and counted for the rollout stage in progress (if any): the
+        gates compare versions on what differs between them, not on HTTP and decoding."""
+        started = time.perf_counter()
+        try:
+            outputs = inst.session.infer(feeds)
+        except BackendError:
+            slot.record(inst, False, time.perf_counter() - started)
+            raise
+        if slot.split is not None:
+            slot.record(inst, finite(outputs), time.perf_counter() - started)
+        return outputs
+
     def run_infer(
         name: str,
         version: str | None,
@@ -189,7 +206,7 @@ def create_app(
                 RecursionError,
             ) as e:  # RecursionError: nesting deeper than the stack
                 raise BadRequest(f"request body is not valid JSON: {e}") from e
-            with slot.acquire() as inst:
+            with slot.acquire(request_id) as inst:
                 served = inst.version
                 if version is not None and version != inst.version:
                     response = _error(
@@ -198,9 +215,9 @@ def create_app(
                     )
                 else:
                     req = decode_request(body, inst.session.inputs, inst.session.outputs, binary)
-                    response = render_response(
-                        encode_response(name, inst.version, req, inst.session.infer(req.feeds))
-                    )
+                    outputs = _run_session(slot, inst, req.feeds)
+                    mirror.offer(slot, inst, request_id, req.feeds, outputs)
+                    response = render_response(encode_response(name, inst.version, req, outputs))
         except NotReady:
             response = _error(503, f"model {name!r} is not ready")
         except BadRequest as e:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.backends.base import Session
+from runtime.traffic import Split
 
 
 @dataclass(eq=False)
@@ -73,24 +75,98 @@ class NotReady(Exception):
 
 
 class ModelSlot:
-    def __init__(self, name: str) -> None:
+    """Active, candidate and standby instances of one model, and the traffic split between
+    active and candidate while a rollout stage runs (`split`; None: all traffic to active)."""
+
+    def __init__(self, name: str, on_revert_served: Callable[[float], None] | None = None) -> None:
         self.name = name
         self._lock = threading.Lock()
         self.active: Instance | None = None
         self.candidate: Instance | None = None
         self.standby: Instance | None = None
+        self.split: Split | None = None
+        # Revert timing: when traffic was sent back to a previous version, and who to tell how
+        # long it took until a request was actually routed there.
+        self._revert_decided: float | None = None
+        self.on_revert_served = on_revert_served
 
     @contextlib.contextmanager
-    def acquire(self) -> Iterator[Instance]:
+    def acquire(self, request_id: str | None = None) -> Iterator[Instance]:
+        """The instance this request runs on: the active one, or the candidate for the share
+        of requests a canary stage sends there."""
+        reverted: float | None = None
         with self._lock:
             inst = self.active
             if inst is None:
                 raise NotReady(self.name)
+            split = self.split
+            if (
+                split is not None
+                and split.mode == "canary"
+                and self.candidate is not None
+                and split.chooses(request_id)
+            ):
+                inst = self.candidate
+            elif self._revert_decided is not None:
+                reverted, self._revert_decided = self._revert_decided, None
             inst._enter()
+        if reverted is not None and self.on_revert_served is not None:
+            self.on_revert_served(time.perf_counter() - reverted)
         try:
             yield inst
         finally:
             inst._exit()
+
+    # -- rollout traffic -------------------------------------------------------------------
+    def start_split(self, split: Split) -> None:
+        """Begin a rollout stage (a new split replaces the last one, counters and all)."""
+        with self._lock:
+            if self.candidate is None:
+                raise RuntimeError(f"{self.name}: no candidate to send traffic to")
+            self.split = split
+
+    def end_split(self, decided_at: float | None = None) -> Split | None:
+        """All traffic back to the active version at once. `decided_at` (perf_counter) starts
+        the revert clock, stopped by the next request routed to the active version."""
+        with self._lock:
+            old, self.split = self.split, None
+            if old is not None and decided_at is not None:
+                self._revert_decided = decided_at
+        return old
+
+    def record(self, inst: Instance, ok: bool, seconds: float) -> None:
+        """Count a request's outcome for the rollout stage in progress, if any."""
+        split = self.split
+        if split is None:
+            return
+        if inst is self.candidate:
+            split.record(True, ok, seconds)
+        elif inst is self.active:
+            split.record(False, ok, seconds)
+
+    def mirror_lease(
+        self, served_by: Instance, request_id: str | None
+    ) -> tuple[Instance, Split] | None:
+        """The other version this request should also run on, referenced so it stays loaded
+        until the mirror is done (the caller must `release_mirror` it): the candidate for the
+        share of requests a shadow stage mirrors, or the active version for every request a
+        comparing canary sent to the candidate."""
+        with self._lock:
+            split, cand, active = self.split, self.candidate, self.active
+            if split is None or cand is None or active is None:
+                return None
+            if split.mode == "shadow" and served_by is active and split.chooses(request_id):
+                other = cand
+            elif split.mode == "canary" and split.compare and served_by is cand:
+                other = active
+            else:
+                return None
+            other._enter()
+        return other, split
+
+    @staticmethod
+    def release_mirror(inst: Instance) -> None:
+        inst._exit()
 
     def set_candidate(self, inst: Instance) -> None:
         with self._lock:
@@ -101,6 +177,7 @@ class ModelSlot:
     def drop_candidate(self) -> Instance | None:
         with self._lock:
             old, self.candidate = self.candidate, None
+            self.split = None
         if old is not None:
             old.retire()
         return old
@@ -112,7 +189,7 @@ class ModelSlot:
             if new is None:
                 raise RuntimeError(f"{self.name}: no candidate to promote")
             old_active, old_standby = self.active, self.standby
-            self.active, self.candidate = new, None
+            self.active, self.candidate, self.split = new, None, None
             self.standby = old_active if keep_standby else None
         if old_standby is not None:
             old_standby.retire()
@@ -120,14 +197,17 @@ class ModelSlot:
             old_active.retire()
         return new
 
-    def promote_standby(self, keep_standby: bool) -> Instance:
-        """Swap back to the warm standby in one assignment; the old active becomes standby."""
+    def promote_standby(self, keep_standby: bool, decided_at: float | None = None) -> Instance:
+        """Swap back to the warm standby in one assignment; the old active becomes standby.
+        `decided_at` (perf_counter) starts the revert clock, as for `end_split`."""
         with self._lock:
             new = self.standby
             if new is None:
                 raise RuntimeError(f"{self.name}: no standby to promote")
             old_active = self.active
             self.active = new
+            if decided_at is not None:
+                self._revert_decided = decided_at
             self.standby = old_active if keep_standby else None
         if old_active is not None and not keep_standby:
             old_active.retire()
@@ -159,6 +239,7 @@ class ModelSlot:
         with self._lock:
             instances = [self.active, self.candidate, self.standby]
             self.active = self.candidate = self.standby = None
+            self.split = None
         for inst in instances:
             if inst is not None:
                 inst.retire()
@@ -166,22 +247,34 @@ class ModelSlot:
     def describe(self) -> dict[str, Any]:
         with self._lock:
             parts = {"active": self.active, "candidate": self.candidate, "standby": self.standby}
-        return {k: (v.describe() if v else None) for k, v in parts.items()}
+            split = self.split
+        out: dict[str, Any] = {k: (v.describe() if v else None) for k, v in parts.items()}
+        if split is not None:
+            out["rollout"] = split.snapshot()
+        return out
 
 
 class Repository:
     """All slots by model name: what the server serves and the reconciler changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_revert_served: Callable[[str, float], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._slots: dict[str, ModelSlot] = {}
+        self.on_revert_served = on_revert_served  # (model, seconds), e.g. a metrics histogram
 
     def slot(self, name: str) -> ModelSlot:
         with self._lock:
             slot = self._slots.get(name)
             if slot is None:
-                slot = self._slots[name] = ModelSlot(name)
+                slot = self._slots[name] = ModelSlot(name, self._revert_reporter(name))
             return slot
+
+    def _revert_reporter(self, name: str) -> Callable[[float], None]:
+        def report(seconds: float) -> None:
+            if self.on_revert_served is not None:
+                self.on_revert_served(name, seconds)
+
+        return report
 
     def get(self, name: str) -> ModelSlot | None:
         with self._lock:

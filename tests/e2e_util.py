@@ -179,14 +179,21 @@ class LoadGenerator:
     """N threads, each with its own httpx.Client, POSTing inferences back to back until stopped."""
 
     def __init__(
-        self, d: Daemon, threads: int = 4, max_s: float = 20.0, max_requests: int = 5_000
+        self,
+        d: Daemon,
+        threads: int = 4,
+        max_s: float = 20.0,
+        max_requests: int = 5_000,
+        bodies: list[bytes] | None = None,  # sent in turn by each thread (default INFER_BYTES)
     ) -> None:
         self.url = d.url
+        self.bodies = bodies or [INFER_BYTES]
         self.max_s = max_s
         self.max_requests = max_requests
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.result = LoadResult(per_thread=[[] for _ in range(threads)])
+        self.failed_at: list[float] = []  # monotonic times of HTTP error responses
         self._threads = [
             threading.Thread(target=self._run, args=(i,), name=f"load-{i}", daemon=True)
             for i in range(threads)
@@ -196,14 +203,20 @@ class LoadGenerator:
         mine = self.result.per_thread[index]
         deadline = time.monotonic() + self.max_s
         with httpx.Client(base_url=self.url, timeout=10.0) as client:
-            for _ in range(self.max_requests):
+            for i in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
                 try:
-                    r = infer_raw(client)
+                    r = client.post(
+                        "/v2/models/classifier/infer",
+                        content=self.bodies[i % len(self.bodies)],
+                        headers=JSON_HEADERS,
+                    )
                     ok = r.status_code == 200
                     version = str(r.json().get("model_version")) if ok else ""
                     failure = "" if ok else f"HTTP {r.status_code}: {r.text[:200]}"
+                    if not ok:
+                        self.failed_at.append(time.monotonic())
                 except (httpx.HTTPError, ValueError) as e:
                     failure = f"{type(e).__name__}: {e}"
                 now = time.monotonic()
