@@ -32,6 +32,17 @@ and restart the process. Ratios against the targets are printed and written to
 --short: concurrency 4, 6 s, 2 swaps, no baselines; exits 1 if any request failed or a swap
 was not observed (this form runs in `make test`). All traffic goes to 127.0.0.1; every loop is
 bounded in time and count; the servers are always stopped and temp dirs removed.
+
+--scenario canary: the same daemon and load generator, but each request is a new random image
+(binary protocol) and the updates are canary rollouts of the example YAMLs: v5 "flaky" (fails
+~16% of images; the error-rate gate must revert it), v6 "slow" (the p99 latency-ratio gate must
+revert it), then v2 (both stages pass, promoted). Each waits for the previous outcome, read from
+the daemon's journal and GET /v2/models/classifier. Reported per canary: stage times, failed
+requests, the candidate's error rate, the daemon's `hotswap_revert_seconds` (mean and bucket)
+and the clients' view of the revert; <out>/canary_under_load-<timestamp>.json and .png.
+
+    python bench/swap_under_load.py --scenario canary [--canaries 5,6,2-canary]
+                                    [--concurrency 8] [--duration 60] [--short]
 """
 
 from __future__ import annotations
@@ -171,8 +182,10 @@ def load_make_models() -> Any:
 @dataclass
 class Kit:
     models: dict[str, Path]  # version -> model.onnx
-    docs: dict[str, dict[str, Any]]  # version -> ModelDeployment with absolute paths
+    # version -> ModelDeployment with absolute paths; "2-canary": v2 rolled out as a canary
+    docs: dict[str, dict[str, Any]]
     public_key: Path  # the publisher's key, installed in the daemon's trust dir
+    flaky_threshold: float = 1.0  # v5 fails a request with a row whose input[n,0,0,0] is above
 
 
 def build_kit(root: Path) -> Kit:
@@ -188,9 +201,15 @@ def build_kit(root: Path) -> Kit:
         spec["model"]["source"] = str((base / spec["model"]["source"]).resolve())
         spec["health"]["golden"] = str((base / spec["health"]["golden"]).resolve())
         spec["model"]["manifest"] = str((base / spec["model"]["manifest"]).resolve())
-        docs[spec["model"]["version"]] = doc
+        version = spec["model"]["version"]
+        docs[f"{version}-canary" if yaml_path.name.endswith("-canary.yaml") else version] = doc
     assert {"1", "2"} <= set(docs), f"example YAMLs missing: {sorted(docs)}"
-    return Kit({v: Path(p) for v, p in models.items()}, docs, root / "keys" / "hotswap.pub")
+    return Kit(
+        {v: Path(p) for v, p in models.items()},
+        docs,
+        root / "keys" / "hotswap.pub",
+        float(getattr(make_models, "FLAKY_THRESHOLD", 1.0)),
+    )
 
 
 def write_yaml_atomic(path: Path, doc: dict[str, Any]) -> tuple[float, float]:
@@ -388,22 +407,70 @@ class Rec(NamedTuple):
     status: int | None
     version: str | None
     error: str | None
+    hot: bool | None = None  # RandomBodies: some row's input[n,0,0,0] > v5's threshold
+
+
+class RandomBodies:
+    """Binary V2 bodies of standard-normal images, a different one for every request: one of
+    POOL images drawn up front, with the first element of each row drawn afresh per request.
+    Whether a request trips v5 (a row with input[n,0,0,0] > threshold, p = 0.159 per row) is
+    so a fresh draw each time, and making a body costs one copy of the image (~600 kB), not
+    150,528 normal draws competing with the daemon for the CPUs."""
+
+    POOL = 8
+
+    def __init__(self, payload: Payload, seed: int, threshold: float) -> None:
+        assert payload.protocol == "binary"
+        rng = np.random.default_rng([seed, 1])
+        self.batch = int(payload.x.shape[0])
+        self.row_bytes = int(np.prod(payload.x.shape[1:])) * 4
+        self.threshold = threshold
+        self.headers = payload.headers
+        self.head = payload.body[: int(payload.headers[HEADER_LENGTH])]
+        self.images = [
+            memoryview(
+                rng.standard_normal(payload.x.shape, dtype=np.float32).astype("<f4").tobytes()
+            )
+            for _ in range(self.POOL)
+        ]
+
+    def draw(self, rng: np.random.Generator) -> tuple[bytes, bool]:
+        image = self.images[int(rng.integers(len(self.images)))]
+        firsts = rng.standard_normal(self.batch).astype("<f4")
+        parts: list[bytes | memoryview] = [self.head]
+        for n in range(self.batch):
+            at = n * self.row_bytes
+            parts += [firsts[n : n + 1].tobytes(), image[at + 4 : at + self.row_bytes]]
+        return b"".join(parts), bool((firsts > self.threshold).any())
 
 
 class Load:
     """Closed loop: `concurrency` threads, each with its own keep-alive client, each sending the
-    next request as soon as the previous one is answered (after RETRY_PAUSE_S if it failed)."""
+    next request as soon as the previous one is answered (after RETRY_PAUSE_S if it failed).
+    With `bodies`, each request is a new random image (the canary scenario); without, the same
+    pre-encoded request every time."""
 
-    def __init__(self, url: str, payload: Payload, concurrency: int, duration: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        payload: Payload,
+        concurrency: int,
+        duration: float,
+        bodies: RandomBodies | None = None,
+        seed: int = 0,
+    ) -> None:
         self.url = url
         self.body = payload.body
         self.headers = payload.headers
+        self.bodies = bodies
+        self.seed = seed
         self.concurrency = concurrency
         self.path = f"/v2/models/{MODEL}/infer"
         self.records: list[list[Rec]] = [[] for _ in range(concurrency)]
         self.max_per_worker = int(MAX_REQUESTS_PER_WORKER_PER_S * (duration + GRACE_S + 5))
         self.stop_event = threading.Event()
         self.t0 = 0.0
+        self.t0_wall = 0.0  # time.time() at t0: places the daemon's timestamps on our time line
         self.end_at = 0.0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -424,7 +491,7 @@ class Load:
                 self.first_new = t_end
 
     def start(self, duration: float) -> None:
-        self.t0 = time.monotonic()
+        self.t0, self.t0_wall = time.monotonic(), time.time()
         self.end_at = self.t0 + duration
         for i in range(self.concurrency):
             t = threading.Thread(target=self._worker, args=(i,), name=f"load-{i}", daemon=True)
@@ -442,16 +509,20 @@ class Load:
     def _worker(self, idx: int) -> None:
         recs = self.records[idx]
         client = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT_S, trust_env=False)
+        rng = np.random.default_rng([self.seed, 2, idx])
+        body, hot = self.body, None
         try:
             while not self.stop_event.is_set() and len(recs) < self.max_per_worker:
-                t = time.monotonic()
-                if t >= self.end_at:
+                if time.monotonic() >= self.end_at:
                     break
+                if self.bodies is not None:
+                    body, hot = self.bodies.draw(rng)
+                t = time.monotonic()
                 status: int | None = None
                 version: str | None = None
                 error: str | None = None
                 try:
-                    r = client.post(self.path, content=self.body, headers=self.headers)
+                    r = client.post(self.path, content=body, headers=self.headers)
                     t1 = time.monotonic()
                     status = r.status_code
                     if status == 200:
@@ -464,7 +535,7 @@ class Load:
                     t1 = time.monotonic()
                     error = type(e).__name__
                 ok = error is None
-                recs.append(Rec(t - self.t0, t1 - t, ok, status, version, error))
+                recs.append(Rec(t - self.t0, t1 - t, ok, status, version, error, hot))
                 if ok:
                     self._observe(version, t1)
                 else:
@@ -729,22 +800,29 @@ def rss_figures(
 
 
 # -- the three measurements ---------------------------------------------------------------------
-def run_hotswap(
-    kit: Kit, payload: Payload, args: argparse.Namespace, tmp: Path, out: Path, stem: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def daemon_on_v1(kit: Kit, tmp: Path) -> tuple[Server, Path, Path]:
+    """The daemon (not started yet) with v1 desired and the kit's publisher trusted; returns it,
+    the desired YAML to replace and the state directory."""
     desired, state = tmp / "desired", tmp / "state"
     desired.mkdir()
     (state / "trust").mkdir(parents=True)
     shutil.copyfile(kit.public_key, state / "trust" / "publisher.pub")
     yaml_path = desired / f"{MODEL}.yaml"
     write_yaml_atomic(yaml_path, kit.docs["1"])
-    log_path = tmp / "daemon.log"
     port = free_port()
     daemon = Server(
         [sys.executable, "-m", "reconciler.cli", "run", "--desired", str(desired),
          "--state-dir", str(state), "--listen", f"{HOST}:{port}", "--resync", "30", "--log-json"],
-        port, log_path, tmp,
+        port, tmp / "daemon.log", tmp,
     )  # fmt: skip
+    return daemon, yaml_path, state
+
+
+def run_hotswap(
+    kit: Kit, payload: Payload, args: argparse.Namespace, tmp: Path, out: Path, stem: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    daemon, yaml_path, _ = daemon_on_v1(kit, tmp)
+    log_path = daemon.log_path
     sampler: RssSampler | None = None
     try:
         daemon.start()
@@ -1225,6 +1303,814 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+# -- the canary scenario ------------------------------------------------------------------------
+CANARY_SCHEMA = "hotswap-bench/canary-under-load/v1"
+# The kit's canary YAMLs (examples/make_models.py), in the order they run, and what the daemon
+# must do with each: v5 fails the error-rate gate, v6 the p99 latency-ratio gate, v2 passes.
+CANARIES = {"5": "revert", "6": "revert", "2-canary": "promote"}
+CANARY_NAMES = {"5": "v5 flaky", "6": "v6 slow", "2-canary": "v2 (good)"}
+CANARY_WARM_S = 3.0  # at least this much steady v1 load before the first canary
+CANARY_GAP_S = 3.0  # and between one canary's outcome and the next YAML write
+CANARY_SLACK_S = 45.0  # outcome deadline = write + the stages' total time + this
+CANARY_TAIL_S = 2.0  # load after the last outcome
+POLL_S = 0.1  # journal / model metadata polling while a canary runs
+VERSION_COLORS = {"1": "tab:blue", "2": "tab:green", "5": "magenta", "6": "tab:orange"}
+
+
+class JournalWatch:
+    """The daemon's journal (state/journal.db), read-only through reconciler.journal, as dicts
+    with `t_s` = seconds since the load started (the journal's UTC time on our time line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.t0_wall = 0.0
+
+    def since(self, seq: int) -> list[dict[str, Any]]:
+        from reconciler.journal import Journal
+
+        try:
+            journal = Journal(self.path, readonly=True)
+        except Exception:  # not written yet: nothing to read
+            return []
+        out = []
+        try:
+            for rec in journal.records(MODEL):
+                if rec.seq > seq:
+                    out.append(
+                        {
+                            "seq": rec.seq,
+                            "t_s": round(parse_iso(rec.time) - self.t0_wall, 4),
+                            "time": rec.time,
+                            "step": rec.step,
+                            "phase": rec.phase,
+                            "from_version": rec.from_version,
+                            "to_version": rec.to_version,
+                            "detail": rec.details,
+                        }
+                    )
+        except Exception as e:  # sqlite busy or a schema change: read again at the next poll
+            log(f"journal read failed ({e!r}); retrying")
+        finally:
+            journal.close()
+        return out
+
+    def last_seq(self) -> int:
+        records = self.since(0)
+        return records[-1]["seq"] if records else 0
+
+
+_METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_METRIC_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def scrape(client: httpx.Client) -> Samples:
+    """GET /metrics as (name, labels, value) samples; empty if the daemon does not answer."""
+    try:
+        text = client.get("/metrics").text
+    except httpx.HTTPError:
+        return []
+    samples: Samples = []
+    for line in text.splitlines():
+        m = _METRIC_LINE.match(line)
+        if m is None or line.startswith("#"):
+            continue
+        with contextlib.suppress(ValueError):
+            labels = dict(_METRIC_LABEL.findall(m.group(2) or ""))
+            samples.append((m.group(1), labels, float(m.group(3))))
+    return samples
+
+
+def metric_sum(samples: Samples, name: str, **labels: str) -> float:
+    return sum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items())
+    )
+
+
+def revert_histogram(before: Samples, after: Samples) -> dict[str, Any]:
+    """The reverts `hotswap_revert_seconds` observed between two scrapes: their count, mean
+    (sum/count) and the histogram bucket they fall in (le bounds, in seconds)."""
+    name = "hotswap_revert_seconds"
+    present = any(n.startswith(name) for n, _, _ in after)
+    count = metric_sum(after, f"{name}_count", model=MODEL) - metric_sum(
+        before, f"{name}_count", model=MODEL
+    )
+    total = metric_sum(after, f"{name}_sum", model=MODEL) - metric_sum(
+        before, f"{name}_sum", model=MODEL
+    )
+    les = sorted({float(lab["le"]) for n, lab, _ in after if n == f"{name}_bucket" and "le" in lab})
+    cumulative = [
+        (
+            le,
+            sum(
+                v
+                for n, lab, v in after
+                if n == f"{name}_bucket" and lab.get("model") == MODEL and float(lab["le"]) == le
+            )
+            - sum(
+                v
+                for n, lab, v in before
+                if n == f"{name}_bucket" and lab.get("model") == MODEL and float(lab["le"]) == le
+            ),
+        )
+        for le in les
+    ]
+    out: dict[str, Any] = {
+        "metric_present": present,
+        "count": int(count),
+        "mean_ms": ms(total / count) if count > 0 else None,
+        "bucket_s": None,
+    }
+    if count > 0:
+        # the bucket of the fastest and of the slowest revert: (previous le, first le with 1 /
+        # with all of them]; the same bucket when there is one revert
+        lo_i = next((i for i, (_, c) in enumerate(cumulative) if c >= 1), None)
+        hi_i = next((i for i, (_, c) in enumerate(cumulative) if c >= count), None)
+        if lo_i is not None and hi_i is not None:
+            lo = cumulative[lo_i - 1][0] if lo_i > 0 else 0.0
+            out["bucket_s"] = [lo, cumulative[hi_i][0]]
+    return out
+
+
+def requests_by_version(before: Samples, after: Samples) -> dict[str, dict[str, int]]:
+    """Server-side `hotswap_inference_requests_total` between two scrapes, by version and code."""
+    name = "hotswap_inference_requests_total"
+    out: dict[str, dict[str, int]] = {}
+    keys = {
+        (lab.get("version", "?"), lab.get("code", "?"))
+        for n, lab, _ in after
+        if n == name and lab.get("model") == MODEL
+    }
+    for version, code in sorted(keys):
+        d = metric_sum(after, name, model=MODEL, version=version, code=code) - metric_sum(
+            before, name, model=MODEL, version=version, code=code
+        )
+        if d:
+            out.setdefault(version, {})[code] = int(d)
+    return out
+
+
+def served_version(client: httpx.Client) -> str | None:
+    """The active version, from GET /v2/models/{model} ("versions"): during a canary stage it
+    is still the old one; after a promotion it is the new one."""
+    try:
+        r = client.get(f"/v2/models/{MODEL}")
+        versions = r.json().get("versions") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return str(versions[0]) if isinstance(versions, list) and versions else None
+
+
+def wait_outcome(
+    watch: JournalWatch,
+    client: httpx.Client,
+    seq0: int,
+    target: str,
+    deadline: float,
+    t0: float,
+) -> tuple[str, float | None, list[dict[str, Any]]]:
+    """Poll the journal (records after seq0) and the served version until the canary of
+    `target` is decided: ("reverted", t, records) on a `revert` done record, ("promoted", t,
+    records) once GET /v2/models shows `target` active, ("failed:<step>", ...) on a failure
+    without a revert, ("timeout", None, records). t = seconds since the load started."""
+    records: list[dict[str, Any]] = []
+    failed_since: float | None = None
+    while time.monotonic() < deadline:
+        records += watch.since(records[-1]["seq"] if records else seq0)
+        revert = next((r for r in records if r["step"] == "revert" and r["phase"] == "done"), None)
+        if revert is not None:
+            return "reverted", revert["t_s"], records
+        if served_version(client) == target:
+            swap = next(
+                (
+                    r
+                    for r in records
+                    if r["step"] == "swap" and r["phase"] == "done" and r["to_version"] == target
+                ),
+                None,
+            )
+            return "promoted", swap["t_s"] if swap else time.monotonic() - t0, records
+        failure = next((r for r in records if r["phase"] == "failed"), None)
+        if failure is not None:  # a revert follows at once when a candidate was loaded
+            failed_since = failed_since or time.monotonic()
+            if time.monotonic() - failed_since > 5.0:
+                return f"failed:{failure['step']}", failure["t_s"], records
+        time.sleep(POLL_S)
+    records += watch.since(records[-1]["seq"] if records else seq0)
+    return "timeout", None, records
+
+
+@dataclass
+class CanaryPhase:
+    key: str  # kit doc key: "5", "6", "2-canary"
+    target: str  # the model version it deploys
+    expect: str  # "revert" | "promote"
+    steps: list[dict[str, Any]]  # the YAML's rollout steps
+    write: float  # seconds since the load started
+    write_wall: float
+    outcome: str = "pending"
+    outcome_s: float | None = None
+    records: list[dict[str, Any]] | None = None
+    before: Samples | None = None
+    after: Samples | None = None
+
+
+def stage_spans(
+    records: list[dict[str, Any]], end: float, steps: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each rollout stage from its journal records: begin, end (done / failed), the daemon's
+    verdict and figures; `steps` (the YAML's) give the weights."""
+    stages: list[dict[str, Any]] = []
+    for r in records:
+        if r["step"] != "rollout":
+            continue
+        if r["phase"] == "begin":
+            i = len(stages)
+            stages.append(
+                {
+                    "stage": i + 1,
+                    "weight": steps[i].get("weight") if i < len(steps) else None,
+                    "begin_s": r["t_s"],
+                    "end_s": None,
+                    "result": "running",
+                }
+            )
+        elif stages and stages[-1]["end_s"] is None:
+            d = r["detail"]
+            stages[-1].update(
+                end_s=r["t_s"],
+                result=r["phase"],  # done | failed
+                verdict=d.get("verdict") or d.get("message"),
+                reason=d.get("reason"),
+                daemon_figures=d.get("figures"),
+            )
+    for st in stages:
+        if st["end_s"] is None:
+            st["end_s"] = end
+    return stages
+
+
+def canary_phase_figures(
+    phase: CanaryPhase, records: list[Rec], window_end: float
+) -> dict[str, Any]:
+    """What the clients saw from one canary's YAML write to `window_end`, beside what the
+    daemon journaled and counted."""
+    jr = phase.records or []
+    sel = [r for r in records if phase.write <= r.start < window_end]
+    ok = [r for r in sel if r.ok]
+    bad = [r for r in sel if not r.ok]
+    by_version: dict[str, int] = {}
+    for r in ok:
+        by_version[r.version or "?"] = by_version.get(r.version or "?", 0) + 1
+    failures: dict[str, int] = {}
+    for r in bad:
+        failures[r.error or "?"] = failures.get(r.error or "?", 0) + 1
+    # A failed request has no model_version; v1 never fails, so a 500 is the candidate's.
+    to_candidate = [r for r in sel if (r.ok and r.version == phase.target) or r.status == 500]
+    candidate_ids = {id(r) for r in to_candidate}
+    end = lambda r: r.start + r.latency  # noqa: E731
+
+    def first(step: str, ph: str) -> float | None:
+        return next((r["t_s"] for r in jr if r["step"] == step and r["phase"] == ph), None)
+
+    stages = stage_spans(jr, window_end, phase.steps)
+    gate = next((r for r in jr if r["step"] == "rollout" and r["phase"] == "failed"), None)
+    decided = gate["t_s"] if gate else None  # traffic goes back before this record is written
+    fig: dict[str, Any] = {
+        "canary": phase.key,
+        "name": CANARY_NAMES.get(phase.key, phase.key),
+        "target_version": phase.target,
+        "expected": phase.expect,
+        "outcome": phase.outcome,
+        "as_expected": phase.outcome == {"revert": "reverted", "promote": "promoted"}[phase.expect],
+        "write_s": round(phase.write, 4),
+        "outcome_s": phase.outcome_s,
+        "window_s": [round(phase.write, 4), round(window_end, 4)],
+        "journal": {
+            "health_check_done_s": first("health-check", "done"),
+            "first_stage_begin_s": first("rollout", "begin"),
+            "gate_failed_s": decided,
+            "gate_failure": None
+            if gate is None
+            else {
+                "reason": gate["detail"].get("reason"),
+                "message": gate["detail"].get("message"),
+                "stage": gate["detail"].get("stage"),
+                "traffic_back_ms": gate["detail"].get("traffic_back_ms"),
+                "figures": gate["detail"].get("figures"),
+            },
+            "revert_done_s": first("revert", "done"),
+            "swap_done_s": next(
+                (
+                    r["t_s"]
+                    for r in jr
+                    if r["step"] == "swap"
+                    and r["phase"] == "done"
+                    and r["to_version"] == phase.target
+                ),
+                None,
+            ),
+            "records": len(jr),
+        },
+        "stages": stages,
+        "requests": len(sel),
+        "failed": len(bad),
+        "failures_by_kind": failures,
+        "failed_with_hot_input": sum(1 for r in bad if r.hot),
+        "hot_requests": sum(1 for r in sel if r.hot),
+        "answered_by_version": by_version,
+        "to_candidate": len(to_candidate),
+        "candidate_error_rate": round(
+            sum(1 for r in to_candidate if not r.ok) / len(to_candidate), 4
+        )
+        if to_candidate
+        else None,
+        "server_requests_by_version": requests_by_version(phase.before or [], phase.after or []),
+        "revert_seconds": revert_histogram(phase.before or [], phase.after or []),
+    }
+    w = fig["journal"]
+    w["write_to_first_stage_ms"] = ms(
+        None if w["first_stage_begin_s"] is None else w["first_stage_begin_s"] - phase.write
+    )
+    if stages and decided is not None:
+        w["stage_begin_to_gate_failed_ms"] = ms(decided - stages[-1]["begin_s"])
+    # Latency per version inside each stage (responses that started and ended in it): the
+    # clients' view of what the p99 gate judges (the daemon times the inference alone).
+    for st in stages:
+        inside = [r for r in ok if r.start >= st["begin_s"] and end(r) <= st["end_s"]]
+        st["client_latency"] = {
+            v: latency_summary([r.latency for r in inside if r.version == v])
+            for v in sorted({r.version or "?" for r in inside})
+        }
+        started = [r for r in sel if st["begin_s"] <= r.start < st["end_s"]]
+        st["client_share_to_candidate"] = (
+            round(sum(1 for r in started if id(r) in candidate_ids) / len(started), 4)
+            if started
+            else None
+        )
+        lat = st["client_latency"]
+        st["client_p99_ratio"] = ratio(
+            (lat.get(phase.target) or {}).get("p99_ms"), (lat.get("1") or {}).get("p99_ms")
+        )
+    # Client-side revert figures (seconds since the load started; durations in ms).
+    client: dict[str, Any] = {}
+    if bad:
+        first_fail = min(end(r) for r in bad)
+        client["first_failure_s"] = round(first_fail, 4)
+        client["last_failure_s"] = round(max(end(r) for r in bad), 4)
+        later_v1 = [end(r) for r in ok if r.version == "1" and r.start >= first_fail]
+        client["first_failure_to_next_v1_200_ms"] = ms(
+            min(later_v1) - first_fail if later_v1 else None
+        )
+        last_cand = max(end(r) for r in to_candidate)
+        client["last_candidate_answer_s"] = round(last_cand, 4)
+        client["first_failure_to_last_candidate_answer_ms"] = ms(last_cand - first_fail)
+    if decided is not None:
+        after_v1 = [end(r) for r in ok if r.version == "1" and r.start >= decided]
+        client["gate_failed_to_next_v1_200_ms"] = ms(min(after_v1) - decided if after_v1 else None)
+        client["to_candidate_started_after_gate_failed"] = sum(
+            1 for r in to_candidate if r.start > decided
+        )
+        if to_candidate:
+            client["gate_failed_to_last_candidate_answer_ms"] = ms(
+                max(end(r) for r in to_candidate) - decided
+            )
+    fig["client_revert"] = client
+    return fig
+
+
+def run_canary(
+    kit: Kit,
+    payload: Payload,
+    args: argparse.Namespace,
+    tmp: Path,
+    out: Path,
+    stem: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """v1 serving under random-image load; then each canary of `args.canaries` in turn: write
+    its YAML, wait for the daemon's verdict (revert or promotion), leave a gap, next."""
+    keys = [k for k in args.canaries if k in kit.docs]
+    missing = [k for k in args.canaries if k not in kit.docs]
+    if missing:
+        raise RuntimeError(f"the kit has no canary YAML for {missing} (examples/make_models.py)")
+    daemon, yaml_path, state = daemon_on_v1(kit, tmp)
+    bodies = RandomBodies(payload, args.seed, kit.flaky_threshold)
+    stage_total = {
+        k: sum(parse_duration(s["for"]) for s in kit.docs[k]["spec"]["rollout"].get("steps", []))
+        for k in keys
+    }
+    hard_cap = args.duration + sum(stage_total.values()) + CANARY_SLACK_S * len(keys)
+    phases: list[CanaryPhase] = []
+    watch = JournalWatch(state / "journal.db")
+    control = httpx.Client(base_url=daemon.url, timeout=REQUEST_TIMEOUT_S, trust_env=False)
+    load = Load(daemon.url, payload, args.concurrency, hard_cap, bodies=bodies, seed=args.seed)
+    try:
+        daemon.start()
+        daemon.wait_serving(payload, "1")
+        log(f"daemon pid {daemon.pid} serving v1 on {daemon.url}; canaries: {', '.join(keys)}")
+        load.start(args.duration)
+        watch.t0_wall = load.t0_wall
+        t0 = load.t0
+        hard_end = t0 + hard_cap
+        warm = max(CANARY_WARM_S, WARM_FRACTION * args.duration)
+        interval = (args.duration - warm) / len(keys) if keys else 0.0
+        for i, key in enumerate(keys):
+            not_before = t0 + warm + i * interval
+            if phases and phases[-1].outcome_s is not None:
+                not_before = max(not_before, t0 + phases[-1].outcome_s + CANARY_GAP_S)
+            # keep the load running through the wait and this canary, or it could not be seen
+            longest = not_before + stage_total[key] + CANARY_SLACK_S + CANARY_TAIL_S
+            load.end_at = max(load.end_at, min(longest, hard_end))
+            sleep_until(not_before)
+            doc = kit.docs[key]
+            target = doc["spec"]["model"]["version"]
+            before, seq0 = scrape(control), watch.last_seq()
+            log(f"canary {i + 1}/{len(keys)}: desired -> {CANARY_NAMES.get(key, key)}")
+            t_mono, t_wall = write_yaml_atomic(yaml_path, doc)
+            steps = list(doc["spec"]["rollout"].get("steps", []))
+            phase = CanaryPhase(key, target, CANARIES[key], steps, t_mono - t0, t_wall)
+            phase.before = before
+            phases.append(phase)
+            deadline = t_mono + stage_total[key] + CANARY_SLACK_S
+            phase.outcome, phase.outcome_s, phase.records = wait_outcome(
+                watch, control, seq0, target, min(deadline, hard_end), t0
+            )
+            log(
+                f"  {phase.outcome}"
+                + ("" if phase.outcome_s is None else f" at {phase.outcome_s - phase.write:.2f}s")
+                + f" (expected: {phase.expect})"
+            )
+            settle = t0 + (phase.outcome_s or time.monotonic() - t0) + WINDOW_AFTER_S
+            sleep_until(settle)  # the first requests after a revert: the histogram's stop
+            phase.after = scrape(control)
+        if phases:
+            last = phases[-1]
+            tail = (last.outcome_s if last.outcome_s is not None else last.write) + CANARY_TAIL_S
+            load.end_at = min(max(t0 + args.duration, t0 + tail), hard_end)
+        load.join()
+        alive = daemon.alive()
+        journal = watch.since(0)
+    finally:
+        load.stop_event.set()
+        control.close()
+        daemon.stop()
+    records = load.all_records()
+    n = len(records)
+    lat = np.fromiter((r.latency for r in records), np.float64, n)
+    ok = np.fromiter((r.ok for r in records), bool, n)
+    run_end = float(max((r.start + r.latency for r in records), default=0.0))
+    figures = []
+    for i, phase in enumerate(phases):
+        window_end = phases[i + 1].write if i + 1 < len(phases) else run_end + 1e-9
+        figures.append(canary_phase_figures(phase, records, window_end))
+    first_write = phases[0].write if phases else run_end
+    steady = ok & np.fromiter(
+        (r.start >= RAMP_S and r.start + r.latency < first_write for r in records), bool, n
+    )
+    failures: dict[str, int] = {}
+    for r in records:
+        if not r.ok:
+            failures[r.error or "?"] = failures.get(r.error or "?", 0) + 1
+    result: dict[str, Any] = {
+        "requests": n,
+        "failed": int((~ok).sum()),
+        "failures_by_kind": failures,
+        "hot_requests": sum(1 for r in records if r.hot),
+        "duration_s": round(run_end, 3),
+        "throughput_rps": round(float(ok.sum()) / run_end, 2) if run_end > 0 else None,
+        "latency": {"all": latency_summary(lat[ok]), "steady_v1": latency_summary(lat[steady])},
+        "canaries": figures,
+        "served_at_end": next(
+            (r.version for r in reversed(records) if r.ok), None
+        ),  # the last answer's version
+        "daemon_alive_at_end": alive,
+        "journal": journal,
+    }
+    kept = out / f"{stem}.daemon.log"
+    shutil.copyfile(daemon.log_path, kept)
+    result["daemon_log"] = str(kept)
+    return result, {"records": records, "phases": phases}
+
+
+def parse_duration(text: Any) -> float:
+    """A rollout step's `for` ("10s", "2m", "500ms" or a number of seconds) in seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h)?\s*", str(text))
+    if not m:
+        return 30.0
+    return float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
+
+
+def evaluate_canary(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per check: each canary's outcome and failed requests, the revert times."""
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, measured: Any, limit: Any, passed: bool | None, note: str) -> None:
+        rows.append(
+            {"target": name, "measured": measured, "limit": limit, "pass": passed, "note": note}
+        )
+
+    for c in result["canary"]["canaries"]:
+        who = c["name"].split()[0]
+        gate = c["journal"]["gate_failure"]
+        row(
+            f"{who}_outcome",
+            c["outcome"],
+            {"revert": "reverted", "promote": "promoted"}[c["expected"]],
+            c["as_expected"],
+            gate["message"] if gate else f"{len(c['stages'])} stages journaled",
+        )
+        if c["target_version"] == "5":
+            row(
+                f"{who}_failed_requests",
+                c["failed"],
+                None,
+                None,
+                f"reported: {c['to_candidate']} requests to the candidate, error rate "
+                f"{c['candidate_error_rate']}; {c['failed_with_hot_input']} of the failures had "
+                "input[0,0,0,0] > 1",
+            )
+            rev = c["revert_seconds"]
+            row(
+                f"{who}_revert_ms_daemon_mean",
+                rev["mean_ms"],
+                None,
+                None,
+                f"hotswap_revert_seconds: {rev['count']} observed, bucket {bucket(rev)}",
+            )
+            cl = c["client_revert"]
+            row(
+                f"{who}_first_failure_to_last_candidate_answer_ms",
+                cl.get("first_failure_to_last_candidate_answer_ms"),
+                None,
+                None,
+                f"next v1 200 after the first failure: "
+                f"{cl.get('first_failure_to_next_v1_200_ms')} ms",
+            )
+        else:
+            row(
+                f"{who}_failed_requests",
+                c["failed"],
+                0,
+                c["failed"] == 0,
+                f"{c['requests']} requests, {c['to_candidate']} to the candidate",
+            )
+    return rows
+
+
+def bucket(rev: dict[str, Any]) -> str:
+    b = rev.get("bucket_s")
+    return "-" if not b else f"({b[0]:g}, {b[1]:g}] s"
+
+
+def print_canary_report(result: dict[str, Any]) -> None:
+    cfg, can = result["config"], result["canary"]
+    print()
+    print(
+        f"canary under load: concurrency {cfg['concurrency']}, batch {cfg['batch']}, "
+        f"{cfg['protocol']} tensors, random standard-normal images, "
+        f"{result['machine']['cpu_count']} CPUs"
+    )
+    print(
+        f"{can['requests']} requests ({can['hot_requests']} with input[0,0,0,0] > 1), "
+        f"{can['failed']} failed {can['failures_by_kind'] or ''}, {can['throughput_rps']} req/s; "
+        f"v1 steady p50/p99 {fmt(can['latency']['steady_v1']['p50_ms'])}/"
+        f"{fmt(can['latency']['steady_v1']['p99_ms'])} ms; serving at the end: "
+        f"v{can['served_at_end']}"
+    )
+    for c in can["canaries"]:
+        j, cl = c["journal"], c["client_revert"]
+        verdict = "as expected" if c["as_expected"] else "NOT AS EXPECTED"
+        print()
+        print(
+            f"{c['name']}: {c['outcome']} ({verdict}; expected {c['expected']}), "
+            f"YAML written at {c['write_s']:.2f} s"
+        )
+
+        def line(name: str, value: Any) -> None:
+            print(f"  {name:44}{value}")
+
+        line("write -> first stage begins (ms)", fmt(j["write_to_first_stage_ms"]))
+        for st in c["stages"]:
+            lat = st["client_latency"]
+            p99 = ", ".join(f"v{v} {fmt(s['p99_ms'])}" for v, s in lat.items())
+            daemon = st.get("daemon_figures") or {}
+            cand = daemon.get("candidate") or {}
+            act = daemon.get("active") or {}
+            line(
+                f"stage {st.get('stage') or '?'} ({fmt(st.get('weight'))}%) "
+                f"{st['begin_s']:.2f}-{st['end_s']:.2f} s: {st['result']}",
+                f"client p99 ms {p99}; candidate share {fmt(st['client_share_to_candidate'])}",
+            )
+            if daemon:
+                line(
+                    "    daemon's figures",
+                    f"candidate {cand.get('requests')} req / {cand.get('errors')} err / p99 "
+                    f"{fmt(cand.get('p99_ms'))} ms; active {act.get('requests')} req / p99 "
+                    f"{fmt(act.get('p99_ms'))} ms",
+                )
+            if st.get("verdict"):
+                line("    verdict", st["verdict"])
+        line(
+            "requests / failed / to the candidate",
+            f"{c['requests']} / {c['failed']} / {c['to_candidate']} "
+            f"(candidate error rate {fmt(c['candidate_error_rate'])})",
+        )
+        line("answered by version", c["answered_by_version"])
+        if j["gate_failed_s"] is not None:
+            rev = c["revert_seconds"]
+            line(
+                "revert, daemon: hotswap_revert_seconds",
+                f"mean {fmt(rev['mean_ms'])} ms over {rev['count']}, bucket {bucket(rev)}"
+                + ("" if rev["metric_present"] else " (metric not exposed)"),
+            )
+            line(
+                "revert, journal: gate failed -> revert done",
+                fmt(ms(j["revert_done_s"] - j["gate_failed_s"]) if j["revert_done_s"] else None)
+                + " ms",
+            )
+            line(
+                "revert, client: gate failed -> next v1 200",
+                f"{fmt(cl.get('gate_failed_to_next_v1_200_ms'))} ms (journal time of the "
+                f"failed record); last candidate answer at "
+                f"{fmt(cl.get('gate_failed_to_last_candidate_answer_ms'))} ms, "
+                f"{cl.get('to_candidate_started_after_gate_failed')} requests to it started after",
+            )
+        if "first_failure_s" in cl:
+            line(
+                "client: first failure -> next v1 200",
+                f"{fmt(cl['first_failure_to_next_v1_200_ms'])} ms; -> last candidate answer "
+                f"{fmt(cl['first_failure_to_last_candidate_answer_ms'])} ms",
+            )
+    print()
+    print(f"{'check':48}{'measured':>12}{'limit':>10}  result")
+    for t in result["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "report"}[t["pass"]]
+        print(
+            f"{t['target']:48}{fmt(t['measured']):>12}{fmt(t['limit']):>10}  {verdict:6}  {t['note']}"
+        )
+    print()
+
+
+def plot_canary(result: dict[str, Any], series: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs: list[Rec] = series["records"]
+    can = result["canary"]
+    fig, axes = plt.subplots(
+        2, 1, figsize=(15, 8), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+    )
+    ax = axes[0]
+    ok = [r for r in recs if r.ok]
+    bad = [r for r in recs if not r.ok]
+    size, alpha = (4, 0.35) if len(ok) > 2000 else (12, 0.6)
+    for version in sorted({r.version for r in ok if r.version}):
+        mine = [r for r in ok if r.version == version]
+        ax.scatter(
+            [r.start + r.latency for r in mine], [r.latency * 1000 for r in mine],
+            s=size, alpha=alpha, color=VERSION_COLORS.get(version, "tab:gray"), linewidths=0,
+            label=f"response from v{version} ({len(mine)})",
+        )  # fmt: skip
+    top = max([r.latency * 1000 for r in ok], default=1.0)
+    if bad:
+        ax.scatter(
+            [r.start + r.latency for r in bad], [top * 1.3] * len(bad), marker="x", s=22,
+            color="red", label=f"failed ({len(bad)})", zorder=5,
+        )  # fmt: skip
+    labelled: set[str] = set()
+
+    def vline(axis: Any, x: float | None, what: str, **kw: Any) -> None:
+        if x is None:
+            return
+        axis.axvline(x, label=None if what in labelled else what, **kw)
+        labelled.add(what)
+
+    for c in can["canaries"]:
+        j = c["journal"]
+        vline(ax, c["write_s"], "YAML write", color="tab:purple", ls="--", lw=1.1)
+        ax.text(
+            c["write_s"], 0.98, f" {c['name']}: {c['outcome']}", fontsize=8, color="tab:purple",
+            transform=ax.get_xaxis_transform(), va="top",
+        )  # fmt: skip
+        for st in c["stages"]:
+            ax.axvspan(
+                st["begin_s"], st["end_s"], alpha=0.10,
+                color="tab:red" if st["result"] == "failed" else "tab:green",
+                label=None if "stage" in labelled else "rollout stage (red: gate failed)",
+            )  # fmt: skip
+            labelled.add("stage")
+            vline(ax, st["begin_s"], "stage begins", color="gray", ls=":", lw=1)
+        vline(ax, j["gate_failed_s"], "gate failed (traffic back)", color="red", lw=1.3)
+        vline(ax, j["revert_done_s"], "revert journaled", color="darkred", ls="-.", lw=1)
+        vline(ax, j["swap_done_s"], "promoted (swap)", color="tab:green", lw=1.5)
+    steady = can["latency"]["steady_v1"]["p99_ms"]
+    if steady:
+        ax.axhline(steady, color="gray", ls=":", lw=1, label=f"v1 steady p99 {steady:.1f} ms")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    cfg = result["config"]
+    ax.set_title(
+        f"canaries under load: {can['requests']} requests, {can['failed']} failed, concurrency "
+        f"{cfg['concurrency']}, batch {cfg['batch']}, random images ({cfg['protocol']})",
+        fontsize=10, loc="left",
+    )  # fmt: skip
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, markerscale=2)
+
+    # Share of answers per version (and of failures) in 0.5 s bins: the stage weights at work.
+    ax = axes[1]
+    if recs:
+        ends = np.array([r.start + r.latency for r in recs])
+        width = 0.5
+        edges = np.arange(0.0, ends.max() + width, width)
+        mids = (edges[:-1] + edges[1:]) / 2
+        idx = np.digitize(ends, edges) - 1
+        total = np.bincount(idx, minlength=len(mids))[: len(mids)].astype(float)
+        total[total == 0] = np.nan
+        kinds = [(f"v{v}", [r.ok and r.version == v for r in recs], VERSION_COLORS.get(v, "gray"))
+                 for v in sorted({r.version for r in ok if r.version})]  # fmt: skip
+        kinds.append(("failed", [not r.ok for r in recs], "red"))
+        for name, mask, color in kinds:
+            counts = np.bincount(idx[np.array(mask, bool)], minlength=len(mids))[: len(mids)]
+            ax.plot(mids, 100 * counts / total, color=color, lw=1, label=name, ds="steps-mid")
+    for c in can["canaries"]:
+        ax.axvline(c["write_s"], color="tab:purple", ls="--", lw=1)
+        for st in c["stages"]:
+            ax.axvspan(st["begin_s"], st["end_s"], alpha=0.10, color="gray")
+    ax.set_ylabel("% of answers (0.5 s)")
+    ax.set_xlabel("seconds since load start")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, alpha=0.25)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main_canary(args: argparse.Namespace, out: Path, stamp: str, tmp: Path) -> int:
+    stem = f"canary_under_load-{stamp}"
+    log(f"building the example models in {tmp}")
+    kit = build_kit(tmp)
+    payload = make_payload(args.batch, args.seed, args.protocol)
+    settings = daemon_defaults()
+    result: dict[str, Any] = {
+        "schema": CANARY_SCHEMA,
+        "timestamp": stamp,
+        "config": {
+            "scenario": "canary",
+            "canaries": args.canaries,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "batch": args.batch,
+            "seed": args.seed,
+            "short": args.short,
+            "protocol": args.protocol,
+            "inputs": f"standard normal, a fresh input[n,0,0,0] per request (one of "
+            f"{RandomBodies.POOL} images otherwise); v5 fails a row above {kit.flaky_threshold}",
+            "request_body_bytes": len(payload.body),
+            "ort_intra_op_threads": settings["intra_op_threads"],
+            "inference_workers": settings["workers"],
+            "rollouts": {k: kit.docs[k]["spec"]["rollout"] for k in args.canaries if k in kit.docs},
+            "retry_pause_after_failure_s": RETRY_PAUSE_S,
+            "daemon": "python -m reconciler.cli run --resync 30 --log-json",
+        },
+        "machine": machine_info(),
+    }
+    can, series = run_canary(kit, payload, args, tmp, out, stem)
+    result["canary"] = can
+    result["targets"] = evaluate_canary(result)
+    expected_failures = sum(c["failed"] for c in can["canaries"] if c["target_version"] == "5")
+    result["ok"] = (
+        all(c["as_expected"] for c in can["canaries"])
+        and len(can["canaries"]) == len(args.canaries)
+        and can["failed"] == expected_failures  # failures only while v5 had traffic
+        and all(k == "HTTP 500" for k in can["failures_by_kind"])
+    )
+    png = out / f"{stem}.png"
+    result["png"] = str(png)
+    try:
+        plot_canary(result, series, png)
+    except Exception as e:  # a broken plot must not lose the figures
+        result["png"] = None
+        result["plot_error"] = repr(e)
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print_canary_report(result)
+    print(f"results: {json_path}")
+    if result["png"]:
+        print(f"plot:    {png}")
+    if args.short and not result["ok"]:
+        outcomes = ", ".join(f"{c['name']}: {c['outcome']}" for c in can["canaries"])
+        print(f"FAIL: {outcomes}; {can['failed']} failed requests", file=sys.stderr)
+        return 1
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -1232,8 +2118,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and report failures, latency, swap time, detection time and RSS, with baselines.",
         epilog="Results: <out>/swap_under_load-<timestamp>.json and .png. See bench/README.md.",
     )
+    p.add_argument(
+        "--scenario",
+        choices=["swap", "canary"],
+        default="swap",
+        help="swap: v1<->v2 swaps (default); canary: v1 serving, then the canaries v5 (flaky: "
+        "reverted by the error-rate gate), v6 (slow: by the latency gate), v2 (promoted)",
+    )
+    p.add_argument(
+        "--canaries",
+        default=",".join(CANARIES),
+        help="canary scenario: which canaries, in order (default %(default)s)",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="closed-loop workers (default 8)")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds of load (default 60); canary: the canaries start spread over it, each "
+        "after the previous one's outcome, and the load runs until the last outcome",
+    )
     p.add_argument("--swaps", type=int, default=20, help="v1<->v2 swaps (default 20)")
     p.add_argument("--batch", type=int, default=1, help="images per request, 1-8 (default 1)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results dir")
@@ -1242,17 +2146,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--protocol",
         choices=["json", "binary"],
-        default="json",
-        help="tensors as V2 JSON lists (default) or with the V2 binary tensor extension",
+        default=None,
+        help="tensors as V2 JSON lists (swap's default) or with the V2 binary tensor extension "
+        "(canary's default and only choice: a new random image each request)",
     )
     p.add_argument(
         "--short",
         action="store_true",
-        help="concurrency 4, 6 s, 2 swaps, no baselines; exit 1 on any failed request",
+        help="concurrency 4, 6 s, 2 swaps, no baselines; exit 1 on any failed request. With "
+        "--scenario canary: concurrency 4, v5 only; exit 1 unless it is reverted",
     )
     args = p.parse_args(argv)
-    if args.short:
-        args.concurrency, args.duration, args.swaps, args.no_baselines = 4, 6.0, 2, True
+    args.canaries = [k.strip() for k in args.canaries.split(",") if k.strip()]
+    if args.scenario == "canary":
+        if args.protocol == "json":
+            p.error("--scenario canary sends a new random image each request: --protocol binary")
+        args.protocol = "binary"
+        unknown = [k for k in args.canaries if k not in CANARIES]
+        if unknown or not args.canaries:
+            p.error(f"--canaries: choose from {', '.join(CANARIES)} (got {args.canaries})")
+        if args.short:
+            args.concurrency, args.duration, args.canaries = 4, 6.0, ["5"]
+    else:
+        args.protocol = args.protocol or "json"
+        if args.short:
+            args.concurrency, args.duration, args.swaps, args.no_baselines = 4, 6.0, 2, True
     if not 1 <= args.concurrency <= 64:
         p.error("--concurrency must be 1..64")
     if not 2.0 <= args.duration <= 3600:
@@ -1271,12 +2189,18 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = f"swap_under_load-{stamp}"
     tmp = Path(tempfile.mkdtemp(prefix="hotswap-bench-"))
+    if args.scenario == "canary":
+        try:
+            return main_canary(args, out, stamp, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     try:
         log(f"building the example models in {tmp}")
         kit = build_kit(tmp)
         payload = make_payload(args.batch, args.seed, args.protocol)
         settings = daemon_defaults()
         config = {
+            "scenario": "swap",
             "concurrency": args.concurrency,
             "duration_s": args.duration,
             "swaps": args.swaps,
