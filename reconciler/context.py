@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import threading
 import time
@@ -99,7 +100,7 @@ class StepContext:
         self.clock: Callable[[], float] = time.monotonic  # rollout stage timing (tests inject)
         # Called when a candidate in a rollout stage fails a request, so the controller judges
         # the stage at once instead of at its next poll.
-        self.on_rollout_event: Callable[[], None] | None = None
+        self.on_rollout_event: Callable[[str], None] | None = None  # (model)
 
     # -- observation -----------------------------------------------------------------------
     def observe(self) -> Observed:
@@ -416,7 +417,8 @@ class StepContext:
             split = Split(
                 rollout.strategy, stage, current.weight, spec.digest, compare, clock=self.clock
             )
-            split.on_candidate_error = self.on_rollout_event
+            if self.on_rollout_event is not None:
+                split.on_candidate_error = functools.partial(self.on_rollout_event, spec.name)
             slot.start_split(split)
             log.info(
                 "rollout.stage",

@@ -47,6 +47,14 @@ def read_desired(desired_dir: Path) -> Desired:
     return load_dir(snapshot, revision=revision, display_dir=desired_dir)
 
 
+def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds before retrying a model after its `attempts`-th transient failure in a row:
+    doubling from 1 s up to MAX_BACKOFF_S, times a jitter of 0.5-1.5 so a fleet that lost its
+    registry at the same moment does not come back to it in lockstep."""
+    base = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 32))
+    return base * (rng or random).uniform(0.5, 1.5)
+
+
 def _lower_priority() -> None:
     """Builds, warm-ups and health checks yield the CPU to requests being served.
 
@@ -78,7 +86,7 @@ class Controller:
         self.resync_s = resync_s
         self.ctx = StepContext(state_dir, journal, repo, threads=threads)
         self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
-        self.ctx.on_rollout_event = self.wake  # a candidate failed a request: judge its stage now
+        self.ctx.on_rollout_event = self.judge_now  # a candidate failed a request
         self.executor = Executor(self.ctx, metrics)
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
@@ -92,7 +100,10 @@ class Controller:
             str, tuple[int, float]
         ] = {}  # model -> (attempts, not before, monotonic)
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
+        # A step that said Wait (a rollout stage running) is due again at a time: until then a
+        # pass leaves it alone, unless its plan changed or the candidate failed a request.
         self._requeue: dict[str, float] = {}  # model -> when (monotonic) a waiting step is due
+        self._urgent: set[str] = set()  # models whose waiting step must be looked at now
         self._pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="hotswap-model", initializer=_lower_priority
         )
@@ -126,6 +137,12 @@ class Controller:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def judge_now(self, model: str) -> None:
+        """A candidate failed a request: judge its rollout stage at once, not when it is due."""
+        with self._lock:
+            self._urgent.add(model)
         self._wake.set()
 
     def ready(self) -> bool:
@@ -177,8 +194,17 @@ class Controller:
                 _, not_before = self._backoff.get(model, (0, 0.0))
                 if now < not_before:
                     continue
+                if (
+                    now < self._requeue.get(model, 0.0)
+                    and model not in self._urgent
+                    and self.executor.waiting_on(model) == model_steps[0]
+                ):
+                    continue  # the same stage, not due yet: nothing new to judge
+                self._urgent.discard(model)
                 self._busy.add(model)
-            log.info(
+                resuming = self.executor.waiting_on(model) == model_steps[0]
+            # a rollout stage looked at again is routine: only new work is worth an info line
+            (log.debug if resuming else log.info)(
                 "reconcile.dispatch",
                 model=model,
                 steps=[str(s) for s in model_steps],
@@ -203,7 +229,7 @@ class Controller:
                     self._backoff.pop(model, None)
                 else:
                     attempts = self._backoff.get(model, (0, 0.0))[0] + 1
-                    delay = min(MAX_BACKOFF_S, 0.5 * 2**attempts) * random.uniform(0.5, 1.5)
+                    delay = backoff_delay(attempts)
                     self._backoff[model] = (attempts, time.monotonic() + delay)
                     log.info(
                         "reconcile.retry-later",
@@ -217,10 +243,10 @@ class Controller:
         finally:
             with self._lock:
                 self._busy.discard(model)
-                waiting = model in self._requeue
             self.write_status()
-            if not waiting:  # finished or failed: plan again now; a waiting step is due later
-                self.wake()
+            # Plan again now: the next steps if it finished or failed, and if it waits, so the
+            # loop sleeps until the new due time rather than the one it computed before.
+            self.wake()
 
     def refresh_trust(self) -> None:
         """Re-read the device trust policy; a broken policy file keeps the last good one."""

@@ -45,6 +45,10 @@ class Executor:
         self.metrics = metrics or Metrics()
         self._waiting: dict[str, AnyStep] = {}  # model -> step begun and waiting to finish
 
+    def waiting_on(self, model: str) -> AnyStep | None:
+        """The step this model began and is waiting to finish (a rollout stage), if any."""
+        return self._waiting.get(model)
+
     def _active_version(self, model: str) -> str | None:
         slot = self.ctx.repo.get(model)
         return slot.active.version if slot and slot.active else None

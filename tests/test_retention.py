@@ -12,6 +12,7 @@ from tests.conftest import Daemon, Kit
 def _retention(keep_standby: bool, keep_versions: int):
     def mutate(doc: dict) -> None:
         doc["spec"]["retention"] = {"keep_standby": keep_standby, "keep_versions": keep_versions}
+        doc["spec"]["rollout"] = {"strategy": "immediate"}  # v6's own file asks for a canary
 
     return mutate
 
@@ -90,3 +91,29 @@ def test_going_back_to_the_standby_is_one_pointer_change(kit: Kit, daemon) -> No
     model = next(m for m in d.status()["models"] if m["model"] == "classifier")
     assert model["active"]["version"] == "1"
     assert model["standby"]["version"] == "2"
+
+
+def test_the_standby_is_kept_even_beyond_keep_versions(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1", mutate=_retention(True, 1))
+    d.start()
+    d.wait_version("1")
+    kit.write(d.desired, "2", mutate=_retention(True, 1))
+    d.wait_version("2")
+    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    # keep_versions 1 would free v1, but v1 is loaded as the warm standby: a revert needs it
+    assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
+    assert _artifact_sources(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
+
+
+def test_only_the_newest_keep_versions_stay_in_the_store(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1", mutate=_retention(False, 2))
+    d.start()
+    d.wait_version("1")
+    for version in ("2", "6"):
+        kit.write(d.desired, version, mutate=_retention(False, 2))
+        d.wait_version(version)
+        d.wait_for(lambda v=version: _retired(d, v), what=f"retire of v{version}")
+    assert _blobs(d.state) == {_sha(kit, "2"), _sha(kit, "6")}
+    assert _artifact_sources(d.state) == {_sha(kit, "2"), _sha(kit, "6")}

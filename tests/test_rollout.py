@@ -32,6 +32,9 @@ TRIP_BYTES = json.dumps(infer_body(2.0)).encode()
 
 def rollout(strategy: str, steps: list[tuple[float, str]], **gates: Any) -> Any:
     def mutate(doc: dict[str, Any]) -> None:
+        # Judged by the rollout gates here, not by a warm-up latency budget that a loaded
+        # 2-core test machine can blow for the deliberately slow v6.
+        doc["spec"]["health"].pop("max_latency_ms", None)
         doc["spec"]["rollout"] = {
             "strategy": strategy,
             "steps": [{"weight": w, "for": f} for w, f in steps],
@@ -144,8 +147,8 @@ def test_canary_whose_candidate_is_slow_fails_the_latency_gate_with_no_client_fa
     try:
         kit.write(
             d.desired,
-            "6",
-            mutate=rollout("canary", [(30, "2s")], max_p99_latency_ratio=2.0, min_requests=5),
+            "6",  # ~4x v2's inference time alone; CPU contention on a busy machine narrows it
+            mutate=rollout("canary", [(30, "2s")], max_p99_latency_ratio=1.3, min_requests=5),
         )
         [failed] = wait_records(d, "the latency gate", timeout=60, step="rollout", phase="failed")
     finally:
@@ -197,6 +200,15 @@ def test_kill_9_mid_canary_restores_the_active_version_and_runs_the_canary_again
     with VersionWatch(d, interval=0.02):
         kit.write(d.desired, "2", mutate=rollout("canary", [(50, "3s")], min_requests=3))
         wait_records(d, "the canary to begin", timeout=60, step="rollout", phase="begin")
+        shown = ""
+
+        def status_shows_stage() -> bool:
+            nonlocal shown
+            shown = d.cli("status").stdout
+            return "canary stage 1/1: 50% of requests answered by the candidate" in shown
+
+        d.wait_for(status_shows_stage, 10, "hotswap status to show the canary")
+        assert "of 3s in; candidate" in shown
         d.kill9()
     before = d.journal_records()[-1]["seq"]
     d.start()
