@@ -26,7 +26,9 @@ from reconciler.executor import Executor
 from reconciler.gitrev import git_revision
 from reconciler.journal import Journal
 from reconciler.load import load_dir
+from reconciler.operator_requests import OperatorRequests
 from reconciler.plan import plan
+from reconciler.requests import requests_dir
 from reconciler.status import write_snapshot
 from reconciler.steps import AnyStep
 from reconciler.trust import TrustConfigError, load_policy
@@ -88,6 +90,8 @@ class Controller:
         self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
         self.ctx.on_rollout_event = self.judge_now  # a candidate failed a request
         self.executor = Executor(self.ctx, metrics)
+        # `hotswap rollback | retry` requests and the overrides in force
+        self.operator = OperatorRequests(self.ctx, state_dir)
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
         self.restored = False
@@ -110,7 +114,9 @@ class Controller:
         self._loop_thread = threading.Thread(
             target=self._loop, name="hotswap-reconcile", daemon=True
         )
-        self._watcher = DesiredWatcher(desired_dir, self.wake, ignore=[state_dir])
+        self._watcher = DesiredWatcher(
+            desired_dir, self.wake, ignore=[state_dir], extra=[requests_dir(state_dir)]
+        )
         self.passes = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -122,6 +128,7 @@ class Controller:
         self.refresh_trust()
         if restore:
             self.executor.restore_all()
+        self.operator.load(trusted=restore)
         self.restored = True
         self.write_status()
 
@@ -177,11 +184,16 @@ class Controller:
         desired = read_desired(self.desired_dir)
         self.desired = desired
         self._report_load_errors(desired.errors)
-        specs = desired.models.values()
+        for model in self.operator.take(desired):  # a retry starts over, without backoff
+            with self._lock:
+                self._backoff.pop(model, None)
+        # What is planned: desired state with the operator's overrides (`hotswap rollback`).
+        planned = self.operator.effective(desired)
+        specs = [*planned.models.values(), *desired.models.values()]
         self.ctx.pinned_blobs = frozenset(s.sha256 for s in specs)
         self.ctx.pinned_keys = frozenset(self.ctx.key_for(s) for s in specs)
         observed = self.ctx.observe()
-        steps = plan(desired, observed)
+        steps = plan(planned, observed)
         self.passes += 1
         by_model: dict[str, list[AnyStep]] = {}
         for step in steps:
@@ -211,7 +223,7 @@ class Controller:
                 planned_in_ms=round((now - pass_started) * 1000, 1),
             )
             self._pool.submit(
-                self._work, model, model_steps, desired.models.get(model), desired.revision
+                self._work, model, model_steps, planned.models.get(model), desired.revision
             )
         self.write_status()
         return steps
@@ -302,6 +314,7 @@ class Controller:
                     self.repo.describe(),
                     self.ready(),
                     progress=dict(self.ctx.progress),
+                    overrides=self.operator.snapshot(),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

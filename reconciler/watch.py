@@ -6,6 +6,10 @@ would then go deaf, so for a symlink we watch its parent directory (the git-sync
 recursively; for a plain directory, the directory itself. Events only set the wake-up event; the
 loop re-reads desired state from a fresh snapshot, and a periodic resync catches anything the
 watcher missed (overflowed inotify queues, network filesystems).
+
+`extra` roots are watched too, even inside an ignored directory: the controller passes
+`<state>/requests`, where `hotswap rollback | retry` drop their requests, so an operator's
+request is taken at once rather than at the next resync.
 """
 
 from __future__ import annotations
@@ -33,11 +37,16 @@ def watch_root(desired: Path) -> Path:
 
 class DesiredWatcher:
     def __init__(
-        self, desired: Path, wake: Callable[[], None], ignore: list[Path] | None = None
+        self,
+        desired: Path,
+        wake: Callable[[], None],
+        ignore: list[Path] | None = None,
+        extra: list[Path] | None = None,
     ) -> None:
         self.desired = Path(desired).absolute()
         self.wake = wake
         self.ignore = [str(p.absolute()) for p in (ignore or [])]
+        self.extra = [Path(p).absolute() for p in (extra or [])]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hotswap-watch", daemon=True)
 
@@ -49,14 +58,17 @@ class DesiredWatcher:
         self._thread.join(timeout=5)
 
     def _relevant(self, _change: watchfiles.Change, path: str) -> bool:
+        if any(path == str(p) or path.startswith(f"{p}/") for p in self.extra):
+            return True
         return not any(path == p or path.startswith(p + "/") for p in self.ignore)
 
     def _run(self) -> None:
         root = watch_root(self.desired)
         while not self._stop.is_set():
             try:
+                roots = [root, *(p for p in self.extra if p.is_dir())]
                 for _changes in watchfiles.watch(
-                    root,
+                    *roots,
                     watch_filter=self._relevant,
                     debounce=DEBOUNCE_MS,
                     step=STEP_MS,
