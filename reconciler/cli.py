@@ -1,4 +1,5 @@
-"""The `hotswap` command line: run the daemon, show the plan, the status and the journal.
+"""The `hotswap` command line: run the daemon, show the plan, the status and the journal
+(`rollback` / `retry`: reconciler.cli_operator; packages and keys: reconciler.cli_package).
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or invalid input, 3 (`plan`) changes pending.
 """
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler import cli_package
+from reconciler import cli_operator, cli_package
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_PENDING = 0, 1, 2, 3
 
@@ -22,6 +23,8 @@ examples:
   hotswap plan                 # what the daemon would do now (exit 3 if anything is pending)
   hotswap status               # desired vs served, per model, with the last error
   hotswap journal --verify     # check the journal's hash chain
+  hotswap rollback classifier --reason "v2 misbehaves"   # emergency: back to the standby now
+  hotswap retry classifier     # try a quarantined (failed) desired version again
   hotswap keygen --out keys/   # a publisher key pair (the .pub goes into a device's trust dir)
   hotswap publish model.onnx --name classifier --version 5 --key keys/hotswap.key --out registry/
 
@@ -183,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jr.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N records")
     cli_package.add_commands(sub, common)  # keygen, sign, publish, verify
+    cli_operator.add_commands(sub, common)  # rollback, retry
     return parser
 
 
@@ -318,14 +322,17 @@ def _print_errors(errors: Any) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.controller import read_desired
     from reconciler.plan import plan
+    from reconciler.status import read_snapshot
 
     desired = read_desired(args.desired)
     observed = _observed_offline(args.state_dir)
-    steps = plan(desired, observed)
+    # as the daemon plans: with the operator's overrides (`hotswap rollback`) applied
+    planned, overrides = cli_operator.with_overrides(read_snapshot(args.state_dir), desired)
+    steps = plan(planned, observed)
     # Desired versions that failed: the daemon will not retry them until desired state changes.
     failed = {
         name: observed.model(name).last_error or "failed"
-        for name, spec in desired.models.items()
+        for name, spec in planned.models.items()
         if observed.model(name).failed_digest == spec.digest
     }
     if args.json:
@@ -334,6 +341,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 {
                     "steps": [{"model": s.model, "step": s.name, "text": str(s)} for s in steps],
                     "failed": failed,
+                    "overrides": {m: o.describe() for m, o in sorted(overrides.items())},
                     "errors": [e.to_json() for e in desired.errors],
                 },
                 indent=2,
@@ -343,9 +351,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print_errors(desired.errors)
         for s in steps:
             print(f"- {s}")
+        for name, o in sorted(overrides.items()):
+            print(f"override: {name} {o.describe()}")
         for name, why in sorted(failed.items()):
             print(
-                f"failed: {name} v{desired.models[name].version} is quarantined until desired state changes: {why}"
+                f"failed: {name} v{planned.models[name].version} is quarantined until desired state changes: {why}"
             )
         if not steps and not failed:
             print("in sync: nothing to do")
@@ -368,22 +378,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     snapshot = read_snapshot(args.state_dir) or {}
     running = StateLock(args.state_dir).held_by_other()
     desired = read_desired(args.desired)
+    planned, overrides = cli_operator.with_overrides(snapshot, desired)  # `hotswap rollback`
     served = snapshot.get("models", {})
     rows = []
     for name in sorted(set(served) | set(desired.models)):
         m = served.get(name, {})
         spec = desired.models.get(name)
+        target = planned.models.get(name)  # what the daemon serves for it: desired or override
+        override = overrides.get(name)
         active = m.get("active")
-        if spec is None:
+        if target is None:
             state = "held (invalid file)" if name in desired.held_models() else "to unload"
-        elif m.get("failed_digest") == spec.digest:
+        elif m.get("failed_digest") == target.digest:
             state = "failed (quarantined)"
         elif (
-            active and active.get("version") == spec.version and active.get("sha256") == spec.sha256
+            active
+            and active.get("version") == target.version
+            and active.get("sha256") == target.sha256
         ):
-            state = "in sync"
+            state = "overridden" if override else "in sync"
+        elif running:
+            state = "rolling back" if override else "updating"
         else:
-            state = "updating" if running else "pending"
+            state = "pending"
         rows.append(
             {
                 "model": name,
@@ -394,6 +411,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "state": state,
                 "last_error": m.get("last_error"),
                 "fetch": m.get("fetch"),  # {"bytes", "total"} while a download runs
+                "override": cli_operator.override_row(override) if override else None,
             }
         )
     report: dict[str, Any] = {
@@ -429,8 +447,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r["fetch"]:
             done, total = r["fetch"]["bytes"], r["fetch"]["total"]
             print(f"  fetching: {done}/{total if total is not None else '?'} bytes")
+        if r["override"]:
+            print(f"  override: {r['override']['text']}")
         if r["last_error"]:
             print(f"  last error: {r['last_error']}")
+        if r["state"] == "failed (quarantined)":
+            print(
+                f"  quarantined: not retried until desired state changes version;"
+                f" `hotswap retry {r['model']}` tries it once more"
+            )
     for e in desired.errors:
         print(f"invalid desired state: {e.message}")
     return EXIT_OK
@@ -489,7 +514,9 @@ def _record_line(rec: Any, as_json: bool) -> str:
         return json.dumps(rec.to_json(), sort_keys=True)
     versions = f"{rec.from_version or '-'} -> {rec.to_version or '-'}"
     detail = rec.details
-    note = detail.get("message") or detail.get("step") or ""
+    note = detail.get("message") or detail.get("step") or detail.get("why") or ""
+    if rec.step in ("override", "retry") and detail.get("user"):  # an operator's request
+        note = note or f"by {detail['user']}: {detail.get('reason') or 'no reason given'}"
     return f"{rec.seq:>5} {rec.time[:23]} {rec.model:<14} {rec.step:<13} {rec.phase:<7} {versions:<12} {note}"
 
 
