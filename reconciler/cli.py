@@ -370,6 +370,27 @@ def _instance_text(inst: dict[str, Any] | None) -> str:
     return f"v{inst['version']}" if inst else "-"
 
 
+def _rollout_row(split: dict[str, Any] | None, target: Any) -> dict[str, Any] | None:
+    """A rollout stage in progress, as figures and one line for people."""
+    if not split:
+        return None
+    stages = target.rollout.stages if target is not None else ()
+    stage = split["stage"]
+    cand, active = split["candidate"], split["active"]
+    share = f"{split['weight']:g}% of requests"
+    what = (
+        f"{share} answered by the candidate" if split["mode"] == "canary" else f"{share} mirrored"
+    )
+    length = f" of {stages[stage].duration}" if stage < len(stages) else ""
+    p99 = f", p99 {cand['p99_ms']} ms (active {active['p99_ms']} ms)" if cand["p99_ms"] else ""
+    text = (
+        f"{split['mode']} stage {stage + 1}/{len(stages) or '?'}: {what},"
+        f" {split['elapsed_s']:.0f}s{length} in; candidate {cand['requests']} requests,"
+        f" {cand['errors']} failed{p99}"
+    )
+    return {**split, "stages": len(stages), "text": text}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.controller import read_desired
     from reconciler.lock import StateLock
@@ -412,6 +433,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "last_error": m.get("last_error"),
                 "fetch": m.get("fetch"),  # {"bytes", "total"} while a download runs
                 "override": cli_operator.override_row(override) if override else None,
+                "rollout": _rollout_row(m.get("rollout"), target),
             }
         )
     report: dict[str, Any] = {
@@ -447,6 +469,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if r["fetch"]:
             done, total = r["fetch"]["bytes"], r["fetch"]["total"]
             print(f"  fetching: {done}/{total if total is not None else '?'} bytes")
+        if r["rollout"]:
+            print(f"  {r['rollout']['text']}")
         if r["override"]:
             print(f"  override: {r['override']['text']}")
         if r["last_error"]:

@@ -213,8 +213,14 @@ class Swap:
     build_key: str
 
     def done(self, observed: Observed) -> bool:
+        # The version too: the same bytes re-released as a new version build to the same key,
+        # and are not swapped in until the new version is what answers.
         active = observed.model(self.model).active
-        return active is not None and active.build_key == self.build_key
+        return (
+            active is not None
+            and active.build_key == self.build_key
+            and active.version == self.spec.version
+        )
 
     def apply(self, ctx: StepContext) -> Detail:
         return ctx.swap(self.spec)

@@ -46,7 +46,7 @@ from reconciler.desired import (
 from reconciler.load import parse_duration
 from reconciler.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.plan import plan
-from reconciler.steps import Revert, Unload
+from reconciler.steps import Revert, Swap, Unload
 
 CASES = Path(__file__).parent / "plan_cases"
 DEFAULT_BACKENDS = {"onnxruntime": "1.32.0"}
@@ -348,3 +348,11 @@ def test_plan_never_raises_and_never_unloads_desired_or_held(
                 assert not mine
             else:
                 assert mine == [Revert(name, current.candidate.version)]
+
+
+def test_swap_is_not_done_while_the_same_bytes_serve_under_another_version() -> None:
+    """A re-release of the active version's bytes as a new version builds to the same key; the
+    swap must still run (the executor skips steps that are done), or it is planned forever."""
+    desired, observed, _ = load_case(CASES / "same-bytes-new-version-label-is-not-in-sync.yaml")
+    swaps = [s for s in plan(desired, observed) if isinstance(s, Swap)]
+    assert swaps and not swaps[0].done(observed)

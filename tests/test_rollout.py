@@ -222,3 +222,46 @@ def test_kill_9_mid_canary_restores_the_active_version_and_runs_the_canary_again
     assert [r["phase"] for r in again] == ["begin", "done"]  # the whole stage, run again
     assert select(recs, step="swap", phase="done", to_version="2")[0]["seq"] > again[-1]["seq"]
     assert d.cli("journal", "--verify").returncode == 0
+
+
+def test_crash_as_the_gate_fails_restarts_on_the_old_version_with_the_candidate_quarantined(
+    daemon, kit: Kit
+) -> None:
+    d = started(daemon, kit)
+    d.stop()
+    d.start(env={"HOTSWAP_CRASHPOINT": "rollout:failed"})  # SIGKILL right after the record
+    wait_served(d, "1")
+    load = LoadGenerator(d, threads=2, max_s=60, bodies=[TRIP_BYTES]).start()
+    try:
+        kit.write(d.desired, "5", mutate=rollout("canary", [(50, "30s")], min_requests=3))
+        d.wait_for(lambda: not d.alive(), 60, "the crash point")
+    finally:
+        load.stop()
+    d.start()
+    wait_served(d, "1")
+    with VersionWatch(d, interval=0.02) as watch:
+        time.sleep(2.0)  # passes that would rerun the canary if the failure were forgotten
+    watch.assert_only("1")
+    recs = d.journal_records()
+    assert len(select(recs, step="rollout", phase="begin", to_version="5")) == 1
+    assert "quarantined" in model_row(d.status())["state"]
+
+
+def test_crash_between_stages_runs_the_canary_again_from_its_first_stage(daemon, kit: Kit) -> None:
+    d = started(daemon, kit)
+    d.stop()
+    d.start(env={"HOTSWAP_CRASHPOINT": "rollout:done"})  # SIGKILL once stage 1 has passed
+    wait_served(d, "1")
+    steps = [(50, "1s"), (50, "1s")]
+    with VersionWatch(d, interval=0.02):
+        kit.write(d.desired, "2", mutate=rollout("canary", steps, min_requests=3))
+        d.wait_for(lambda: not d.alive(), 60, "the crash point")
+    d.start()
+    with VersionWatch(d, interval=0.02):
+        wait_records(d, "v2 promoted", timeout=60, step="swap", phase="done", to_version="2")
+    stages = [
+        (r["phase"], r["detail"].get("stage"))
+        for r in select(d.journal_records(), step="rollout", to_version="2")
+    ]
+    # stage 1 passed before the crash, then both stages again: nothing judged is carried over
+    assert stages == [("begin", None), ("done", 1)] * 2 + [("begin", None), ("done", 2)]
