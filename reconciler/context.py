@@ -415,7 +415,13 @@ class StepContext:
                 gates.max_output_divergence is not None or gates.min_top1_agreement is not None
             )
             split = Split(
-                rollout.strategy, stage, current.weight, spec.digest, compare, clock=self.clock
+                rollout.strategy,
+                stage,
+                current.weight,
+                spec.digest,
+                compare,
+                clock=self.clock,
+                error_budget=(rollout.gates.max_error_rate, rollout.gates.min_requests),
             )
             if self.on_rollout_event is not None:
                 split.on_candidate_error = functools.partial(self.on_rollout_event, spec.name)
@@ -437,14 +443,22 @@ class StepContext:
         if verdict.outcome == "wait":
             return Wait(verdict.after_s, f"{where}: {verdict.why}")
         if verdict.outcome == "fail":
+            # An error gate may have stopped the split routing to the candidate already, at the
+            # failing request itself (`tripped_at`); every other gate is decided here.
+            tripped = split.tripped_at is not None
             decided = time.perf_counter()
-            slot.end_split(decided_at=decided)
-            back_ms = round((time.perf_counter() - decided) * 1000, 3)
+            slot.end_split(decided_at=split.tripped_at or decided)
+            back_ms = 0.0 if tripped else round((time.perf_counter() - decided) * 1000, 3)
             serving = slot.active.version if slot.active else None
             raise RuntimeFailure(
                 f"{where}: {verdict.why}; all traffic back to v{serving}",
                 reason="rollout-gate",
-                detail={"stage": stage + 1, "figures": figures, "traffic_back_ms": back_ms},
+                detail={
+                    "stage": stage + 1,
+                    "figures": figures,
+                    "traffic_back_ms": back_ms,
+                    "stopped_at_failing_request": tripped,
+                },
             )
         cand.meta["stages_passed"] = stage + 1
         return {

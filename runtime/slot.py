@@ -100,7 +100,13 @@ class ModelSlot:
             if inst is None:
                 raise NotReady(self.name)
             split = self.split
-            if (
+            if split is not None and split.tripped:
+                # The candidate ran out of error budget: everything stays on the active version
+                # (the control plane ends the split when it journals the verdict).
+                if not split.revert_timed:
+                    split.revert_timed = True
+                    reverted = split.tripped_at
+            elif (
                 split is not None
                 and split.mode == "canary"
                 and self.candidate is not None
@@ -130,7 +136,7 @@ class ModelSlot:
         the revert clock, stopped by the next request routed to the active version."""
         with self._lock:
             old, self.split = self.split, None
-            if old is not None and decided_at is not None:
+            if old is not None and decided_at is not None and not old.revert_timed:
                 self._revert_decided = decided_at
         return old
 
@@ -153,7 +159,7 @@ class ModelSlot:
         comparing canary sent to the candidate."""
         with self._lock:
             split, cand, active = self.split, self.candidate, self.active
-            if split is None or cand is None or active is None:
+            if split is None or split.tripped or cand is None or active is None:
                 return None
             if split.mode == "shadow" and served_by is active and split.chooses(request_id):
                 other = cand

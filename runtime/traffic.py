@@ -131,6 +131,7 @@ class Split:
         compare: bool,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        error_budget: tuple[float, int] | None = None,
     ) -> None:
         if mode not in ("canary", "shadow"):
             raise ValueError(f"unknown rollout mode {mode!r}")
@@ -150,6 +151,13 @@ class Split:
         # Told when the candidate fails a request, so the stage is judged at once, not at the
         # control plane's next look: a failing candidate should answer as few requests as can be.
         self.on_candidate_error: Callable[[], None] | None = None
+        # (max error rate, min requests): the error gate, checked here on every candidate
+        # failure so the split stops sending requests to the candidate at that very request —
+        # the control plane judges and journals a moment later, but no more requests wait on it.
+        self._error_budget = error_budget
+        self.tripped_at: float | None = None  # perf_counter when the error budget ran out
+        self.revert_timed = False  # the first request sent back since then has been timed
+        self.tripped_on: tuple[int, int] | None = None  # (candidate requests, errors) then
 
     def chooses(self, request_id: str | None) -> bool:
         """True when this request goes to (canary) or is mirrored to (shadow) the candidate."""
@@ -159,9 +167,19 @@ class Split:
             return int.from_bytes(h, "big") / 2**64 < share
         return (next(self._arrivals) * _GOLDEN) % 1.0 < share
 
+    @property
+    def tripped(self) -> bool:
+        return self.tripped_at is not None
+
     def record(self, to_candidate: bool, ok: bool, seconds: float) -> None:
         with self._lock:
             (self.candidate if to_candidate else self.active).record(ok, seconds)
+            if to_candidate and self._error_budget and self.tripped_at is None:
+                max_rate, min_requests = self._error_budget
+                n, errors = self.candidate.requests, self.candidate.errors
+                if n >= max(min_requests, 1) and errors > max_rate * n:
+                    self.tripped_at = time.perf_counter()
+                    self.tripped_on = (n, errors)
         if to_candidate and not ok and self.on_candidate_error is not None:
             self.on_candidate_error()
 
@@ -174,13 +192,18 @@ class Split:
             self.comparison.dropped += 1
 
     def snapshot(self) -> dict[str, Any]:
+        """The stage's figures; once the error budget ran out, the candidate's counts as they
+        were at that request (requests still in flight then must not dilute the verdict)."""
         with self._lock:
+            cand = self.candidate.snapshot()
+            if self.tripped_on is not None:
+                cand["requests"], cand["errors"] = self.tripped_on
             return {
                 "mode": self.mode,
                 "stage": self.stage,
                 "weight": self.weight,
                 "elapsed_s": round(self._clock() - self.started, 3),
                 "active": self.active.snapshot(),
-                "candidate": self.candidate.snapshot(),
+                "candidate": cand,
                 "comparison": self.comparison.snapshot(),
             }

@@ -204,3 +204,25 @@ def test_a_comparing_canary_runs_the_active_version_on_the_candidates_requests()
     wait_until(lambda: split.snapshot()["comparison"]["compared"] == 5)
     assert active.session.calls == 10  # 5 served + 5 mirrored for comparison
     mirror.shutdown()
+
+
+def test_error_budget_stops_the_canary_at_the_failing_request() -> None:
+    slot, active, cand = slot_with()
+    timings: list[float] = []
+    slot.on_revert_served = timings.append
+    split = Split("canary", 0, 100, "d", compare=False, error_budget=(0.1, 10))
+    slot.start_split(split)
+    for i in range(9):  # 9 requests, 1 failed: under min_requests, nothing tripped yet
+        with slot.acquire() as inst:
+            assert inst is cand
+            slot.record(inst, ok=i != 0, seconds=0.001)
+    with slot.acquire() as inst:
+        slot.record(inst, ok=False, seconds=0.001)  # 2 of 10 > 10%: out of budget
+    assert split.tripped
+    assert set(served_by(slot, 5)) == {"1"}  # the split is still there, sending nothing
+    assert slot.split is split and len(timings) == 1
+    slot.record(cand, ok=True, seconds=0.001)  # a straggler finishing on the candidate
+    assert split.snapshot()["candidate"] == {"requests": 10, "errors": 2, "p99_ms": 1.0}
+    slot.end_split(decided_at=time.perf_counter())
+    served_by(slot, 3)
+    assert len(timings) == 1  # the revert was timed once, at the first request sent back
