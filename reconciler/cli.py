@@ -320,7 +320,7 @@ def _print_errors(errors: Any) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from reconciler.controller import read_desired
+    from reconciler.load import read_desired
     from reconciler.plan import plan
     from reconciler.status import read_snapshot
 
@@ -392,7 +392,7 @@ def _rollout_row(split: dict[str, Any] | None, target: Any) -> dict[str, Any] | 
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from reconciler.controller import read_desired
+    from reconciler.load import read_desired
     from reconciler.lock import StateLock
     from reconciler.status import read_snapshot
 

@@ -23,9 +23,8 @@ from reconciler.atomic import sweep_temp_files
 from reconciler.context import StepContext
 from reconciler.desired import Desired, LoadError, ModelSpec
 from reconciler.executor import Executor
-from reconciler.gitrev import git_revision
 from reconciler.journal import Journal
-from reconciler.load import load_dir
+from reconciler.load import read_desired
 from reconciler.operator_requests import OperatorRequests
 from reconciler.plan import plan
 from reconciler.requests import requests_dir
@@ -40,13 +39,6 @@ log = structlog.get_logger("hotswap.controller")
 
 MAX_BACKOFF_S = 300.0
 CONTROL_PLANE_NICE = 10
-
-
-def read_desired(desired_dir: Path) -> Desired:
-    """One consistent snapshot: resolve the git-sync link once, read every file through it."""
-    snapshot = Path(os.path.realpath(desired_dir))
-    revision = git_revision(snapshot) if snapshot.is_dir() else None
-    return load_dir(snapshot, revision=revision, display_dir=desired_dir)
 
 
 def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:

@@ -40,6 +40,7 @@ from reconciler.desired import (
     ShapeRange,
     TensorSpec,
 )
+from reconciler.gitrev import git_revision
 
 SCHEMA_FILE = "model-deployment.v1.json"
 MAX_BYTES = 1 << 20  # a desired file is a few hundred bytes; refuse to parse megabytes
@@ -446,3 +447,11 @@ def load_dir(
         else:
             models[result.name] = result
     return Desired(models=models, errors=tuple(errors), revision=revision)
+
+
+def read_desired(desired_dir: Path) -> Desired:
+    """One consistent snapshot: resolve the git-sync link once, read every file through it,
+    and record the checkout's commit."""
+    snapshot = Path(os.path.realpath(desired_dir))
+    revision = git_revision(snapshot) if snapshot.is_dir() else None
+    return load_dir(snapshot, revision=revision, display_dir=desired_dir)
