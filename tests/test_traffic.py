@@ -207,7 +207,7 @@ def test_a_comparing_canary_runs_the_active_version_on_the_candidates_requests()
 
 
 def test_error_budget_stops_the_canary_at_the_failing_request() -> None:
-    slot, active, cand = slot_with()
+    slot, _active, cand = slot_with()
     timings: list[float] = []
     slot.on_revert_served = timings.append
     split = Split("canary", 0, 100, "d", compare=False, error_budget=(0.1, 10))
