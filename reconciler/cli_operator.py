@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +192,15 @@ def _not_answered(f: _Follower, why: str) -> int:
     return EXIT_FAILURE
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
-    queued = _queue(args, "cancel-rollback" if args.cancel else "rollback", args.to)
+def _submit(
+    args: argparse.Namespace,
+    action: str,
+    to: str | None,
+    then: Callable[[_Follower, Any], int],
+) -> int:
+    """Queue the request, wait for the daemon's answer in the journal, and hand an accepted
+    one to `then` (which follows it to its end); a refusal is printed with exit 1."""
+    queued = _queue(args, action, to)
     if isinstance(queued, int):
         return queued
     request, path = queued
@@ -204,15 +212,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         if rec.phase == "failed":
             _err(rec.details.get("message", "refused"))
             return EXIT_FAILURE
-        if args.cancel:
-            print(
-                f"{args.model}: override ended (was serving v{rec.details.get('was_serving')});"
-                " desired state is served again"
-            )
-            return EXIT_OK
-        return _follow_rollback(f, rec)
+        return then(f, rec)
     finally:
         f.close()
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    if args.cancel:
+        return _submit(args, "cancel-rollback", args.to, _report_cancel)
+    return _submit(args, "rollback", args.to, _follow_rollback)
+
+
+def _report_cancel(f: _Follower, rec: Any) -> int:
+    print(
+        f"{f.model}: override ended (was serving v{rec.details.get('was_serving')});"
+        " desired state is served again"
+    )
+    return EXIT_OK
 
 
 def _follow_rollback(f: _Follower, rec: Any) -> int:
@@ -254,21 +270,7 @@ def _follow_rollback(f: _Follower, rec: Any) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    queued = _queue(args, "retry")
-    if isinstance(queued, int):
-        return queued
-    request, path = queued
-    f = _Follower(args, path)
-    try:
-        rec = _answer(f, request.id)
-        if isinstance(rec, str):
-            return _not_answered(f, rec)
-        if rec.phase == "failed":
-            _err(rec.details.get("message", "refused"))
-            return EXIT_FAILURE
-        return _follow_retry(f, rec)
-    finally:
-        f.close()
+    return _submit(args, "retry", None, _follow_retry)
 
 
 def _follow_retry(f: _Follower, rec: Any) -> int:
