@@ -40,6 +40,11 @@ revert it), then v2 (both stages pass, promoted). Each waits for the previous ou
 the daemon's journal and GET /v2/models/classifier. Reported per canary: stage times, failed
 requests, the candidate's error rate, the daemon's `hotswap_revert_seconds` (mean and bucket)
 and the clients' view of the revert; <out>/canary_under_load-<timestamp>.json and .png.
+When the last canary is promoted (the full run, not --short), a final phase runs
+`hotswap rollback classifier` under the same load: the daemon serves the warm standby (v1)
+again by one pointer change. Reported: command -> first v1 answer, journal swap done -> first
+v1 answer, the daemon's `hotswap_revert_seconds`, failed requests (must be 0), that no
+warm/health-check step ran in between, and the CLI's wall time and exit code.
 
     python bench/swap_under_load.py --scenario canary [--canaries 5,6,2-canary]
                                     [--concurrency 8] [--duration 60] [--short]
@@ -1315,6 +1320,14 @@ CANARY_SLACK_S = 45.0  # outcome deadline = write + the stages' total time + thi
 CANARY_TAIL_S = 2.0  # load after the last outcome
 POLL_S = 0.1  # journal / model metadata polling while a canary runs
 VERSION_COLORS = {"1": "tab:blue", "2": "tab:green", "5": "magenta", "6": "tab:orange"}
+# The warm-standby revert after a promotion: `hotswap rollback` under the same load.
+ROLLBACK_WAIT_S = 30.0  # the CLI's --wait (it follows the journal until v1 serves)
+ROLLBACK_TIMEOUT_S = ROLLBACK_WAIT_S + 15.0  # the subprocess is killed after this long
+ROLLBACK_BUDGET_S = CANARY_GAP_S + ROLLBACK_TIMEOUT_S + 10.0  # extra load time it may take
+ROLLBACK_TARGET_MS = 10.0  # hotswap_revert_seconds mean: decision -> first request on v1
+# Steps that load or judge a version: none may run between the override and the swap, or the
+# rollback was not the pointer change to the standby it should be.
+LOADING_STEPS = {"fetch", "verify", "build", "warm", "health-check", "rollout"}
 
 
 class JournalWatch:
@@ -1680,6 +1693,189 @@ def canary_phase_figures(
     return fig
 
 
+@dataclass
+class RollbackPhase:
+    """`hotswap rollback classifier` after the promotion, under the same load."""
+
+    argv: list[str]
+    frm: str  # the version serving before (the promoted canary's)
+    to: str = "1"  # the warm standby it goes back to
+    start: float = 0.0  # seconds since the load started, just before the subprocess starts
+    start_wall: float = 0.0
+    wall_s: float | None = None  # the CLI's own wall time
+    rc: int | None = None  # its exit code (None: killed after ROLLBACK_TIMEOUT_S)
+    stdout: str = ""
+    stderr: str = ""
+    records: list[dict[str, Any]] | None = None  # journal records after the command started
+    served_after: str | None = None  # GET /v2/models/classifier 1 s after the swap
+    before: Samples | None = None
+    after: Samples | None = None
+
+
+def hotswap_cli() -> list[str]:
+    """The `hotswap` console script beside this interpreter (the venv's), else the module."""
+    script = Path(sys.executable).parent / "hotswap"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "reconciler.cli"]
+
+
+def run_rollback(
+    watch: JournalWatch,
+    control: httpx.Client,
+    state: Path,
+    desired: Path,
+    frm: str,
+    t0: float,
+    cwd: Path,
+) -> RollbackPhase:
+    """Run `hotswap rollback` as an operator would and wait for its swap record; the histogram
+    is scraped before the command and 1 s after the swap (its stop: the first request routed)."""
+    rb = RollbackPhase(
+        [*hotswap_cli(), "rollback", MODEL, "--reason", "bench", "--state-dir", str(state),
+         "--desired", str(desired), "--wait", f"{ROLLBACK_WAIT_S:g}"],
+        frm,
+    )  # fmt: skip
+    rb.before, seq0 = scrape(control), watch.last_seq()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HOTSWAP_CRASHPOINT", None)
+    log(f"rollback: hotswap rollback {MODEL} --reason bench (v{frm} -> warm standby v{rb.to})")
+    t_start = time.monotonic()
+    rb.start, rb.start_wall = t_start - t0, time.time()
+    try:
+        proc = subprocess.run(
+            rb.argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=ROLLBACK_TIMEOUT_S
+        )
+        rb.rc, rb.stdout, rb.stderr = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or ""
+        rb.stdout = out.decode(errors="replace") if isinstance(out, bytes) else out
+        rb.stderr = f"killed after {ROLLBACK_TIMEOUT_S:g} s"
+    t_end = time.monotonic()
+    rb.wall_s = t_end - t_start
+    # The CLI returns once the status snapshot shows v1; the journal's swap record is written
+    # in the same step. Poll a little for it all the same (bounded).
+    records: list[dict[str, Any]] = []
+    deadline = t_end + 5.0
+    while True:
+        records += watch.since(records[-1]["seq"] if records else seq0)
+        if any(r["step"] == "swap" and r["phase"] == "done" and r["to_version"] == rb.to
+               for r in records) or time.monotonic() >= deadline:  # fmt: skip
+            break
+        time.sleep(POLL_S)
+    swap_done = next(
+        (r["t_s"] for r in records
+         if r["step"] == "swap" and r["phase"] == "done" and r["to_version"] == rb.to),
+        None,
+    )  # fmt: skip
+    sleep_until(t0 + (swap_done if swap_done is not None else t_end - t0) + WINDOW_AFTER_S)
+    records += watch.since(records[-1]["seq"] if records else seq0)
+    rb.records = records
+    rb.after = scrape(control)
+    rb.served_after = served_version(control)
+    log(
+        f"  rollback exit {rb.rc} after {rb.wall_s:.2f}s; serving v{rb.served_after}"
+        + (
+            ""
+            if swap_done is None
+            else f", swap done {swap_done - rb.start:.3f}s after the command"
+        )
+    )
+    return rb
+
+
+def rollback_figures(rb: RollbackPhase, records: list[Rec], run_end: float) -> dict[str, Any]:
+    """The warm-standby revert seen by the clients (requests still running or started once the
+    command started), the journal and the daemon's histogram."""
+    end = lambda r: r.start + r.latency  # noqa: E731
+    jr = rb.records or []
+    sel = [r for r in records if end(r) >= rb.start]
+    ok = [r for r in sel if r.ok]
+    bad = [r for r in sel if not r.ok]
+    by_version: dict[str, int] = {}
+    for r in ok:
+        by_version[r.version or "?"] = by_version.get(r.version or "?", 0) + 1
+    failures: dict[str, int] = {}
+    for r in bad:
+        failures[r.error or "?"] = failures.get(r.error or "?", 0) + 1
+    override = next(
+        (r for r in jr if r["step"] == "override" and r["phase"] == "done"
+         and (r["detail"] or {}).get("action") == "set"),
+        None,
+    )  # fmt: skip
+    swap_begin = next(
+        (r for r in jr if r["step"] == "swap" and r["phase"] == "begin"
+         and r["to_version"] == rb.to),
+        None,
+    )  # fmt: skip
+    swap_done = next(
+        (r for r in jr if r["step"] == "swap" and r["phase"] == "done"
+         and r["to_version"] == rb.to),
+        None,
+    )  # fmt: skip
+    failed = [r for r in jr if r["phase"] == "failed"]
+    between: list[dict[str, Any]] = []
+    if override is not None:
+        stop = swap_done["seq"] if swap_done else float("inf")
+        between = [r for r in jr if override["seq"] < r["seq"] < stop]
+    loading = [f"{r['step']} {r['phase']}" for r in between if r["step"] in LOADING_STEPS]
+    first_v1 = min((end(r) for r in ok if r.version == rb.to), default=None)
+    last_old = max((end(r) for r in ok if r.version == rb.frm), default=None)
+    t_swap = swap_done["t_s"] if swap_done else None
+
+    def delta(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else ms(a - b)
+
+    return {
+        "from_version": rb.frm,
+        "to_version": rb.to,
+        "command": rb.argv,
+        "command_s": round(rb.start, 4),
+        "cli": {
+            "exit_code": rb.rc,
+            "wall_ms": ms(rb.wall_s),
+            "stdout": rb.stdout.strip()[-500:],
+            "stderr": rb.stderr.strip()[-500:],
+        },
+        "journal": {
+            "override_done_s": override["t_s"] if override else None,
+            "override": None
+            if override is None
+            else {
+                k: (override["detail"] or {}).get(k)
+                for k in ("action", "reason", "user", "desired_version", "request_id")
+            },
+            "swap_begin_s": swap_begin["t_s"] if swap_begin else None,
+            "swap_done_s": t_swap,
+            "steps_between_override_and_swap_done": [f"{r['step']} {r['phase']}" for r in between],
+            "loading_steps_between": loading,
+            "failed_records": [
+                {"step": r["step"], "message": (r["detail"] or {}).get("message")} for r in failed
+            ],
+            "records": [f"{r['step']} {r['phase']}" for r in jr],
+        },
+        "pointer_change": override is not None and swap_done is not None and not loading,
+        "served_after": rb.served_after,
+        "requests": len(sel),
+        "failed": len(bad),
+        "failures_by_kind": failures,
+        "answered_by_version": by_version,
+        "client": {
+            "command_to_override_ms": delta(override["t_s"] if override else None, rb.start),
+            "command_to_swap_done_ms": delta(t_swap, rb.start),
+            "override_to_swap_done_ms": delta(t_swap, override["t_s"] if override else None),
+            "command_to_first_v1_200_ms": delta(first_v1, rb.start),
+            "swap_done_to_first_v1_200_ms": delta(first_v1, t_swap),
+            "first_v1_200_s": None if first_v1 is None else round(first_v1, 4),
+            "last_old_version_answer_s": None if last_old is None else round(last_old, 4),
+            "swap_done_to_last_old_version_answer_ms": delta(last_old, t_swap),
+            "old_version_started_after_swap_done": None
+            if t_swap is None
+            else sum(1 for r in ok if r.version == rb.frm and r.start > t_swap),
+        },
+        "revert_seconds": revert_histogram(rb.before or [], rb.after or []),
+        "window_s": [round(rb.start, 4), round(run_end, 4)],
+    }
+
+
 def run_canary(
     kit: Kit,
     payload: Payload,
@@ -1689,7 +1885,8 @@ def run_canary(
     stem: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """v1 serving under random-image load; then each canary of `args.canaries` in turn: write
-    its YAML, wait for the daemon's verdict (revert or promotion), leave a gap, next."""
+    its YAML, wait for the daemon's verdict (revert or promotion), leave a gap, next. When the
+    last one was promoted (not with --short): `hotswap rollback` back to the warm standby."""
     keys = [k for k in args.canaries if k in kit.docs]
     missing = [k for k in args.canaries if k not in kit.docs]
     if missing:
@@ -1701,6 +1898,10 @@ def run_canary(
         for k in keys
     }
     hard_cap = args.duration + sum(stage_total.values()) + CANARY_SLACK_S * len(keys)
+    with_rollback = bool(keys) and not args.short and CANARIES[keys[-1]] == "promote"
+    if with_rollback:
+        hard_cap += ROLLBACK_BUDGET_S
+    rollback: RollbackPhase | None = None
     phases: list[CanaryPhase] = []
     watch = JournalWatch(state / "journal.db")
     control = httpx.Client(base_url=daemon.url, timeout=REQUEST_TIMEOUT_S, trust_env=False)
@@ -1744,10 +1945,21 @@ def run_canary(
             settle = t0 + (phase.outcome_s or time.monotonic() - t0) + WINDOW_AFTER_S
             sleep_until(settle)  # the first requests after a revert: the histogram's stop
             phase.after = scrape(control)
+        last_s: float | None = None  # when the last thing the run waits for happened
         if phases:
             last = phases[-1]
-            tail = (last.outcome_s if last.outcome_s is not None else last.write) + CANARY_TAIL_S
-            load.end_at = min(max(t0 + args.duration, t0 + tail), hard_end)
+            last_s = last.outcome_s if last.outcome_s is not None else last.write
+        if with_rollback and phases and phases[-1].outcome == "promoted":
+            # The previous version is the warm standby now: go back to it by hand, same load.
+            start = t0 + (phases[-1].outcome_s or time.monotonic() - t0) + CANARY_GAP_S
+            load.end_at = max(load.end_at, min(start + ROLLBACK_BUDGET_S, hard_end))
+            sleep_until(start)
+            rollback = run_rollback(
+                watch, control, state, yaml_path.parent, phases[-1].target, t0, tmp
+            )
+            last_s = time.monotonic() - t0
+        if last_s is not None:
+            load.end_at = min(max(t0 + args.duration, t0 + last_s + CANARY_TAIL_S), hard_end)
         load.join()
         alive = daemon.alive()
         journal = watch.since(0)
@@ -1763,6 +1975,8 @@ def run_canary(
     figures = []
     for i, phase in enumerate(phases):
         window_end = phases[i + 1].write if i + 1 < len(phases) else run_end + 1e-9
+        if i + 1 == len(phases) and rollback is not None:
+            window_end = rollback.start  # the promoted version's window ends at the command
         figures.append(canary_phase_figures(phase, records, window_end))
     first_write = phases[0].write if phases else run_end
     steady = ok & np.fromiter(
@@ -1781,6 +1995,7 @@ def run_canary(
         "throughput_rps": round(float(ok.sum()) / run_end, 2) if run_end > 0 else None,
         "latency": {"all": latency_summary(lat[ok]), "steady_v1": latency_summary(lat[steady])},
         "canaries": figures,
+        "rollback": None if rollback is None else rollback_figures(rollback, records, run_end),
         "served_at_end": next(
             (r.version for r in reversed(records) if r.ok), None
         ),  # the last answer's version
@@ -1790,7 +2005,7 @@ def run_canary(
     kept = out / f"{stem}.daemon.log"
     shutil.copyfile(daemon.log_path, kept)
     result["daemon_log"] = str(kept)
-    return result, {"records": records, "phases": phases}
+    return result, {"records": records, "phases": phases, "rollback": rollback}
 
 
 def parse_duration(text: Any) -> float:
@@ -1857,6 +2072,54 @@ def evaluate_canary(result: dict[str, Any]) -> list[dict[str, Any]]:
                 c["failed"] == 0,
                 f"{c['requests']} requests, {c['to_candidate']} to the candidate",
             )
+    rb = result["canary"].get("rollback")
+    if rb is not None:
+        cl, rev, j = rb["client"], rb["revert_seconds"], rb["journal"]
+        row(
+            "rollback_served_version",
+            rb["served_after"],
+            rb["to_version"],
+            rb["served_after"] == rb["to_version"],
+            f"hotswap rollback: v{rb['from_version']} -> warm standby v{rb['to_version']} "
+            "(GET /v2/models 1 s after the swap)",
+        )
+        row(
+            "rollback_failed_requests",
+            rb["failed"],
+            0,
+            rb["failed"] == 0,
+            f"{rb['requests']} requests from the command on; answered {rb['answered_by_version']}",
+        )
+        row(
+            "rollback_loading_steps_between",
+            len(j["loading_steps_between"]),
+            0,
+            rb["pointer_change"],
+            "journal between override done and swap done: "
+            + (", ".join(j["steps_between_override_and_swap_done"]) or "nothing")
+            + ("" if j["swap_done_s"] is not None else " (no swap done record)"),
+        )
+        row(
+            "rollback_revert_ms_daemon_mean",
+            rev["mean_ms"],
+            ROLLBACK_TARGET_MS,
+            None if rev["mean_ms"] is None else rev["mean_ms"] <= ROLLBACK_TARGET_MS,
+            f"hotswap_revert_seconds: {rev['count']} observed, bucket {bucket(rev)} (target)",
+        )
+        row(
+            "rollback_command_to_first_v1_200_ms",
+            cl["command_to_first_v1_200_ms"],
+            None,
+            None,
+            f"journal swap done -> first v1 200: {fmt(cl['swap_done_to_first_v1_200_ms'])} ms",
+        )
+        row(
+            "rollback_cli_exit_code",
+            rb["cli"]["exit_code"],
+            0,
+            rb["cli"]["exit_code"] == 0,
+            f"CLI wall time {fmt(rb['cli']['wall_ms'])} ms",
+        )
     return rows
 
 
@@ -1944,6 +2207,49 @@ def print_canary_report(result: dict[str, Any]) -> None:
                 f"{fmt(cl['first_failure_to_next_v1_200_ms'])} ms; -> last candidate answer "
                 f"{fmt(cl['first_failure_to_last_candidate_answer_ms'])} ms",
             )
+    rb = can.get("rollback")
+    if rb is not None:
+        j, cl, rev, cli = rb["journal"], rb["client"], rb["revert_seconds"], rb["cli"]
+        print()
+        print(
+            f"rollback to the warm standby: v{rb['from_version']} -> v{rb['to_version']}, "
+            f"`hotswap rollback {MODEL} --reason bench` run at {rb['command_s']:.2f} s; "
+            f"serving after: v{rb['served_after']}"
+        )
+
+        def rline(name: str, value: Any) -> None:
+            print(f"  {name:44}{value}")
+
+        rline("CLI: exit code / wall time", f"{cli['exit_code']} / {fmt(cli['wall_ms'])} ms")
+        rline(
+            "command -> override / swap done (journal)",
+            f"{fmt(cl['command_to_override_ms'])} / {fmt(cl['command_to_swap_done_ms'])} ms "
+            f"(override -> swap done {fmt(cl['override_to_swap_done_ms'])} ms)",
+        )
+        rline(
+            "journal: override -> swap done",
+            ", ".join(j["steps_between_override_and_swap_done"]) or "nothing in between",
+        )
+        rline(
+            "client: command -> first v1 200",
+            f"{fmt(cl['command_to_first_v1_200_ms'])} ms",
+        )
+        rline(
+            "client: journal swap done -> first v1 200",
+            f"{fmt(cl['swap_done_to_first_v1_200_ms'])} ms; last v{rb['from_version']} answer "
+            f"{fmt(cl['swap_done_to_last_old_version_answer_ms'])} ms, "
+            f"{cl['old_version_started_after_swap_done']} started after",
+        )
+        rline(
+            "daemon: hotswap_revert_seconds",
+            f"mean {fmt(rev['mean_ms'])} ms over {rev['count']}, bucket {bucket(rev)}"
+            + ("" if rev["metric_present"] else " (metric not exposed)"),
+        )
+        rline(
+            "requests / failed",
+            f"{rb['requests']} / {rb['failed']} {rb['failures_by_kind'] or ''}; "
+            f"answered {rb['answered_by_version']}",
+        )
     print()
     print(f"{'check':48}{'measured':>12}{'limit':>10}  result")
     for t in result["targets"]:
@@ -2008,6 +2314,18 @@ def plot_canary(result: dict[str, Any], series: dict[str, Any], png: Path) -> No
         vline(ax, j["gate_failed_s"], "gate failed (traffic back)", color="red", lw=1.3)
         vline(ax, j["revert_done_s"], "revert journaled", color="darkred", ls="-.", lw=1)
         vline(ax, j["swap_done_s"], "promoted (swap)", color="tab:green", lw=1.5)
+    rb = can.get("rollback")
+    if rb is not None:
+        vline(ax, rb["command_s"], "hotswap rollback run", color="black", ls="--", lw=1.1)
+        vline(ax, rb["journal"]["swap_done_s"], "rollback: swap to the standby", color="tab:blue",
+              lw=1.5)  # fmt: skip
+        rev = rb["revert_seconds"]["mean_ms"]
+        ax.text(
+            rb["command_s"], 0.90,
+            f" rollback -> v{rb['to_version']}: {rb['failed']} failed, first v1 200 after "
+            f"{fmt(rb['client']['command_to_first_v1_200_ms'])} ms, daemon revert {fmt(rev)} ms",
+            fontsize=8, color="black", transform=ax.get_xaxis_transform(), va="top", ha="right",
+        )  # fmt: skip
     steady = can["latency"]["steady_v1"]["p99_ms"]
     if steady:
         ax.axhline(steady, color="gray", ls=":", lw=1, label=f"v1 steady p99 {steady:.1f} ms")
@@ -2042,6 +2360,8 @@ def plot_canary(result: dict[str, Any], series: dict[str, Any], png: Path) -> No
         ax.axvline(c["write_s"], color="tab:purple", ls="--", lw=1)
         for st in c["stages"]:
             ax.axvspan(st["begin_s"], st["end_s"], alpha=0.10, color="gray")
+    if rb is not None:
+        ax.axvline(rb["command_s"], color="black", ls="--", lw=1)
     ax.set_ylabel("% of answers (0.5 s)")
     ax.set_xlabel("seconds since load start")
     ax.set_ylim(-2, 102)
@@ -2091,6 +2411,14 @@ def main_canary(args: argparse.Namespace, out: Path, stamp: str, tmp: Path) -> i
         and can["failed"] == expected_failures  # failures only while v5 had traffic
         and all(k == "HTTP 500" for k in can["failures_by_kind"])
     )
+    rb = can.get("rollback")
+    if rb is not None:  # the warm-standby revert: served, no failure, a pointer change
+        result["ok"] = result["ok"] and (
+            rb["served_after"] == rb["to_version"]
+            and rb["failed"] == 0
+            and rb["pointer_change"]
+            and rb["cli"]["exit_code"] == 0
+        )
     png = out / f"{stem}.png"
     result["png"] = str(png)
     try:

@@ -42,6 +42,7 @@ def test_short_canary_benchmark_reverts_the_flaky_version(tmp_path: Path) -> Non
     assert run["failed"] == v5["failed"] == v5["failed_with_hot_input"] > 0
     assert set(run["failures_by_kind"]) == {"HTTP 500"}
     assert run["served_at_end"] == "1"
+    assert run["rollback"] is None  # the warm-standby rollback follows a promotion: full run only
     revert = v5["revert_seconds"]
     assert revert["count"] == 1 and revert["mean_ms"] is not None and revert["bucket_s"], revert
     assert result["png"] and Path(result["png"]).is_file()
