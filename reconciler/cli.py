@@ -538,7 +538,16 @@ def _record_line(rec: Any, as_json: bool) -> str:
         return json.dumps(rec.to_json(), sort_keys=True)
     versions = f"{rec.from_version or '-'} -> {rec.to_version or '-'}"
     detail = rec.details
-    note = detail.get("message") or detail.get("step") or detail.get("why") or ""
+    note = (
+        detail.get("message")
+        or detail.get("step")
+        or detail.get("why")
+        or (
+            f"stage {detail['stage']}/{detail.get('of', '?')} passed: {detail['verdict']}"
+            if "verdict" in detail
+            else ""
+        )
+    )
     if rec.step in ("override", "retry") and detail.get("user"):  # an operator's request
         note = note or f"by {detail['user']}: {detail.get('reason') or 'no reason given'}"
     return f"{rec.seq:>5} {rec.time[:23]} {rec.model:<14} {rec.step:<13} {rec.phase:<7} {versions:<12} {note}"
