@@ -447,7 +447,9 @@ class StepContext:
             # failing request itself (`tripped_at`); every other gate is decided here.
             tripped = split.tripped_at is not None
             decided = time.perf_counter()
-            slot.end_split(decided_at=split.tripped_at or decided)
+            # a shadow never sent traffic to the candidate: there is no revert to time
+            canary = rollout.strategy == "canary"
+            slot.end_split(decided_at=(split.tripped_at or decided) if canary else None)
             back_ms = 0.0 if tripped else round((time.perf_counter() - decided) * 1000, 3)
             serving = slot.active.version if slot.active else None
             raise RuntimeFailure(

@@ -103,7 +103,7 @@ class ModelSlot:
             if split is not None and split.tripped:
                 # The candidate ran out of error budget: everything stays on the active version
                 # (the control plane ends the split when it journals the verdict).
-                if not split.revert_timed:
+                if not split.revert_timed and split.mode == "canary":
                     split.revert_timed = True
                     reverted = split.tripped_at
             elif (
