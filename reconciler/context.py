@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from reconciler.artifacts import ArtifactCache
+from reconciler.background import Background, heavy
 from reconciler.buildkey import build_key
 from reconciler.crashpoint import crashpoint
 from reconciler.desired import ModelSpec, spec_from_json, spec_to_json
@@ -80,6 +81,7 @@ class StepContext:
         self.journal = journal
         self.repo = repo
         self.threads = threads
+        self.background = Background()  # hashing, checking, building, warm-up: at nice 10
         self._backends: dict[str, Backend] = {}
         self._backend_versions = tuple(sorted(available_backends().items()))
         self._verified: dict[str, VerifiedModel] = {}
@@ -133,6 +135,7 @@ class StepContext:
         return build_key(spec, dict(self._backend_versions).get(spec.backend))
 
     # -- step operations ---------------------------------------------------------------------
+    @heavy
     def fetch(self, spec: ModelSpec) -> Detail:
         path = self._fetch(spec)
         return {"blob": path.name, "bytes": path.stat().st_size}
@@ -168,6 +171,7 @@ class StepContext:
             self.progress.pop(spec.name, None)
             bar.close()
 
+    @heavy
     def verify(self, spec: ModelSpec) -> Detail:
         path = self.store.path(spec.sha256)
         if not path.is_file():
@@ -239,6 +243,7 @@ class StepContext:
             v = self._verified[spec.name]
         return v
 
+    @heavy
     def build(self, spec: ModelSpec, key: str) -> Detail:
         path = self.artifacts.build(self._verified_for(spec), key, self.backend(spec.backend))
         return {"build_key": key, "artifact": str(path), "bytes": path.stat().st_size}
@@ -277,6 +282,7 @@ class StepContext:
         }
         return Instance(spec.name, spec.version, session, meta)
 
+    @heavy
     def warm(self, spec: ModelSpec, key: str) -> Detail:
         artifact = self._artifact(spec, key)
         sequential = self._make_room(spec, artifact)
@@ -371,6 +377,7 @@ class StepContext:
         started = self._sequential.pop(model, None)
         return None if started is None else round((time.monotonic() - started) * 1000, 1)
 
+    @heavy
     def health_check(self, spec: ModelSpec) -> Detail:
         slot = self.repo.slot(spec.name)
         cand = slot.candidate

@@ -9,8 +9,6 @@ File events only wake the loop early; a jittered periodic resync catches whateve
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import threading
 import time
@@ -38,7 +36,6 @@ from runtime.slot import Repository
 log = structlog.get_logger("hotswap.controller")
 
 MAX_BACKOFF_S = 300.0
-CONTROL_PLANE_NICE = 10
 
 
 def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
@@ -47,17 +44,6 @@ def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
     registry at the same moment does not come back to it in lockstep."""
     base = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 32))
     return base * (rng or random).uniform(0.5, 1.5)
-
-
-def _lower_priority() -> None:
-    """Builds, warm-ups and health checks yield the CPU to requests being served.
-
-    On Linux a thread is a task with its own nice value, so this lowers only the control-plane
-    worker threads, not the inference threads of the same process.
-    """
-    # Not Linux, or not allowed: run at normal priority.
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONTROL_PLANE_NICE)
 
 
 class Controller:
@@ -100,9 +86,7 @@ class Controller:
         # pass leaves it alone, unless its plan changed or the candidate failed a request.
         self._requeue: dict[str, float] = {}  # model -> when (monotonic) a waiting step is due
         self._urgent: set[str] = set()  # models whose waiting step must be looked at now
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="hotswap-model", initializer=_lower_priority
-        )
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
         self._loop_thread = threading.Thread(
             target=self._loop, name="hotswap-reconcile", daemon=True
         )
@@ -134,6 +118,7 @@ class Controller:
         self._watcher.stop()
         self._loop_thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.ctx.background.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
