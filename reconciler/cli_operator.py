@@ -63,7 +63,10 @@ def add_commands(sub: Any, common_parent: argparse.ArgumentParser) -> None:
     rb.add_argument("model", metavar="MODEL", help="model name (metadata.name)")
     which = rb.add_mutually_exclusive_group()
     which.add_argument(
-        "--to", metavar="VERSION", help="the version to serve (default: the standby / previous)"
+        "--to",
+        metavar="VERSION",
+        help="the version to serve (default: the warm standby, or the version promoted before;"
+        " during a rollout, the version serving now: the rollout is abandoned)",
     )
     which.add_argument(
         "--cancel", action="store_true", help="end this model's override: serve desired state"

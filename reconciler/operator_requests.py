@@ -133,6 +133,7 @@ class OperatorRequests:
             standby_digest=standby.meta.get("digest") if standby else None,
             in_store=self.ctx.store.has,
             to=request.to,
+            overridden=current is not None,
         )
         if isinstance(target, str):
             self._refuse(model, request.id, f"rollback {model}: {target}", request=request)

@@ -226,14 +226,19 @@ def rollback_target(
     standby_digest: str | None,
     in_store: Callable[[str], bool],
     to: str | None = None,
+    overridden: bool = False,
 ) -> ModelSpec | str:
     """What `hotswap rollback` serves: a spec, or the message refusing it.
 
     With `to`: the latest promotion of that version. Without: the most recently promoted
     version that is neither the active one nor the desired one (going "back" to what desired
     state asks for is not a rollback, and a second rollback goes further back rather than
-    toggling), preferring the warm standby when it qualifies (a pointer flip, no load). Either
-    way its bytes must be in the local store: an emergency switch does not wait on a registry.
+    toggling), preferring the warm standby when it qualifies (a pointer flip, no load) — except
+    while an update is under way (desired differs from what serves, and no override is in force
+    yet: a canary, a shadow, a warm-up): then going back means staying on the version that
+    serves now, and the update is abandoned (its candidate dropped, its traffic share returned).
+    Either way its bytes must be in the local store: an emergency switch does not wait on a
+    registry.
     """
     available = _versions(promoted, in_store)
     offer = (
@@ -246,6 +251,11 @@ def rollback_target(
         if not matching or not in_store(matching[-1].sha256):
             return f"v{to} is not in the local store; {offer}"
         return matching[-1]
+    updating = desired_version is not None and active_version not in (None, desired_version)
+    if updating and not overridden:
+        serving = [s for s in promoted if s.version == active_version]
+        if serving and in_store(serving[-1].sha256):
+            return serving[-1]
     earlier = [s for s in promoted if s.version not in (active_version, desired_version)]
     for spec in reversed(earlier):
         if standby_digest and spec.digest == standby_digest:

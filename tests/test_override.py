@@ -215,6 +215,7 @@ def pick(
     standby: str | None = None,
     store: set[str] = ALL,
     to: str | None = None,
+    overridden: bool = True,
 ) -> str:
     got = rollback_target(
         "classifier",
@@ -224,6 +225,7 @@ def pick(
         standby_digest=spec(standby).digest if standby else None,
         in_store=store.__contains__,
         to=to,
+        overridden=overridden,
     )
     return got if isinstance(got, str) else f"v{got.version}"
 
@@ -236,6 +238,11 @@ PICKS = [
         "a second rollback goes further back, not back to the desired version",
         dict(active="2", desired="3", standby="3"),
         "v1",
+    ),
+    (
+        "during an update (a canary of v3 over v2): stay on the version that serves",
+        dict(active="2", desired="3", standby="1", overridden=False),
+        "v2",
     ),
     ("--to a version in the store", dict(to="1"), "v1"),
     ("--to the desired version itself is allowed", dict(to="3"), "v3"),

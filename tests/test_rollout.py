@@ -265,3 +265,28 @@ def test_crash_between_stages_runs_the_canary_again_from_its_first_stage(daemon,
     ]
     # stage 1 passed before the crash, then both stages again: nothing judged is carried over
     assert stages == [("begin", None), ("done", 1)] * 2 + [("begin", None), ("done", 2)]
+
+
+def test_rollback_during_a_canary_abandons_it_and_stays_on_the_serving_version(
+    daemon, kit: Kit
+) -> None:
+    d = started(daemon, kit)
+    load = LoadGenerator(d, threads=2, max_s=60).start()
+    try:
+        kit.write(d.desired, "2", mutate=rollout("canary", [(50, "60s")], min_requests=3))
+        wait_records(d, "the canary to begin", timeout=60, step="rollout", phase="begin")
+        out = d.cli("rollback", "classifier", "--reason", "stop the canary")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "rolled back to v1" in out.stdout
+        wait_records(d, "the candidate dropped", timeout=30, step="revert", phase="done")
+        time.sleep(1.0)  # traffic after the canary was abandoned
+    finally:
+        result = load.stop()
+    assert result.failures == []
+    row = model_row(d.status())
+    assert row["active"]["version"] == "1" and row["candidate"] is None
+    assert row["override"] is not None
+    assert not select(d.journal_records(), step="swap", phase="done", to_version="2")
+    # each client's last answers (the second after the revert) all came from v1
+    tails = [thread[-5:] for thread in result.per_thread if thread]
+    assert tails and all(v == "1" for tail in tails for _, v in tail)
