@@ -248,7 +248,12 @@ def _follow_rollback(f: _Follower, rec: Any) -> int:
                 if desired
                 else "the override holds until the model's desired file is valid again"
             )
-            print(f"{f.model}: rolled back to v{target} (was {was}); {until}")
+            if rec.from_version == target:  # rolled back during a rollout: it never left
+                print(
+                    f"{f.model}: rolled back to v{target} (the rollout of v{desired} is abandoned); {until}"
+                )
+            else:
+                print(f"{f.model}: rolled back to v{target} (was {was}); {until}")
             return EXIT_OK
         for later in f.records():
             if later.seq <= rec.seq:

@@ -277,7 +277,7 @@ def test_rollback_during_a_canary_abandons_it_and_stays_on_the_serving_version(
         wait_records(d, "the canary to begin", timeout=60, step="rollout", phase="begin")
         out = d.cli("rollback", "classifier", "--reason", "stop the canary")
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "rolled back to v1" in out.stdout
+        assert "rolled back to v1 (the rollout of v2 is abandoned)" in out.stdout
         wait_records(d, "the candidate dropped", timeout=30, step="revert", phase="done")
         time.sleep(1.0)  # traffic after the canary was abandoned
     finally:
