@@ -4,7 +4,8 @@ No I/O, no clock, no randomness: the same inputs always give the same steps, whi
 `hotswap plan` prints and what the table-driven tests pin down. Per model, in name order:
 
 - desired and in sync (the active instance has the desired version and build key): nothing,
-  except reverting a candidate that is no longer wanted (a rollout overtaken by a rollback);
+  except reverting a candidate that is no longer wanted (a rollout overtaken by a rollback) and
+  releasing a standby that retention no longer keeps;
 - desired but its digest failed terminally before (quarantined): the same, until it changes;
 - desired and proven as the warm standby (same build and digest): swap back, retire;
 - desired and different: the remaining steps of fetch -> verify -> build -> warm -> health-check
@@ -58,9 +59,16 @@ def in_sync(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool
 
 
 def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> list[AnyStep]:
-    if in_sync(spec, current, observed) or current.failed_digest == spec.digest:
-        cand = current.candidate
-        return [Revert(spec.name, cand.version)] if cand is not None else []
+    quarantined = current.failed_digest == spec.digest
+    synced = in_sync(spec, current, observed)
+    if synced or quarantined:
+        steps: list[AnyStep] = []
+        if current.candidate is not None:
+            steps.append(Revert(spec.name, current.candidate.version))
+        if not quarantined and current.standby is not None and not spec.retention.keep_standby:
+            # keep_standby turned off since the last swap: free the standby now, not at the next
+            steps.append(Retire(spec.name, False, spec.retention.keep_versions))
+        return steps
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
     retention = spec.retention

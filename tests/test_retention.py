@@ -117,3 +117,20 @@ def test_only_the_newest_keep_versions_stay_in_the_store(kit: Kit, daemon) -> No
         d.wait_for(lambda v=version: _retired(d, v), what=f"retire of v{version}")
     assert _blobs(d.state) == {_sha(kit, "2"), _sha(kit, "6")}
     assert _artifact_sources(d.state) == {_sha(kit, "2"), _sha(kit, "6")}
+
+
+def test_turning_keep_standby_off_releases_the_standby_without_a_new_version(
+    kit: Kit, daemon
+) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1", mutate=_retention(True, 1))
+    d.start()
+    d.wait_version("1")
+    kit.write(d.desired, "2", mutate=_retention(True, 1))
+    d.wait_version("2")
+    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}  # v1: the standby
+    kit.write(d.desired, "2", mutate=_retention(False, 1))  # same version, new retention
+    d.wait_for(lambda: _blobs(d.state) == {_sha(kit, "2")}, what="v1 freed")
+    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
+    assert model["standby"] is None and model["active"]["version"] == "2"
