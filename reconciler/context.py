@@ -357,6 +357,15 @@ class StepContext:
                 " (raise --memory-budget or free memory)",
                 reason="memory-budget",
             )
+        if spec.rollout.stages:
+            # A canary or shadow compares the two versions on live traffic: unloading the
+            # serving one first would leave nothing to compare with, and no service meanwhile.
+            raise RuntimeFailure(
+                f"warm {spec.name} v{spec.version}: a {spec.rollout.strategy} needs both versions"
+                f" loaded (about {need} bytes more), and they do not fit together; use strategy"
+                " immediate for a sequential swap, or raise --memory-budget",
+                reason="rollout-no-room",
+            )
         log.warning(
             "swap.sequential",
             model=spec.name,

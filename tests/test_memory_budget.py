@@ -77,3 +77,19 @@ def test_a_crash_inside_the_sequential_window_restores_the_old_version(kit: Kit,
     wait_served(d, "2")
     out = d.cli("journal", "--verify")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_canary_that_does_not_fit_beside_the_active_version_is_refused_before_unloading(
+    kit: Kit, daemon
+) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    d.start(args=["--memory-budget", ONE_BUT_NOT_TWO])
+    wait_served(d, "1")
+    with VersionWatch(d) as watch:
+        kit.write(d.desired, "2-canary")
+        [failed] = wait_records(d, "the refusal", step="warm", phase="failed", to_version="2")
+    watch.assert_only("1")  # never unloaded: no 503 window for a swap that cannot be a canary
+    assert failed["detail"]["reason"] == "rollout-no-room"
+    assert "strategy immediate" in failed["detail"]["message"]
+    assert not select(d.journal_records(), step="swap", phase="done", to_version="2")
