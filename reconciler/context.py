@@ -461,11 +461,10 @@ class StepContext:
         if verdict.outcome == "fail":
             # An error gate may have stopped the split routing to the candidate already, at the
             # failing request itself (`tripped_at`); every other gate is decided here.
-            tripped = split.tripped_at is not None
+            tripped = split.tripped
             decided = time.perf_counter()
             # a shadow never sent traffic to the candidate: there is no revert to time
-            canary = rollout.strategy == "canary"
-            slot.end_split(decided_at=(split.tripped_at or decided) if canary else None)
+            slot.end_split(decided_at=decided if rollout.strategy == "canary" else None)
             back_ms = 0.0 if tripped else round((time.perf_counter() - decided) * 1000, 3)
             serving = slot.active.version if slot.active else None
             raise RuntimeFailure(

@@ -183,15 +183,11 @@ class Controller:
                 _, not_before = self._backoff.get(model, (0, 0.0))
                 if now < not_before:
                     continue
-                if (
-                    now < self._requeue.get(model, 0.0)
-                    and model not in self._urgent
-                    and self.executor.waiting_on(model) == model_steps[0]
-                ):
+                resuming = self.executor.waiting_on(model) == model_steps[0]
+                if resuming and now < self._requeue.get(model, 0.0) and model not in self._urgent:
                     continue  # the same stage, not due yet: nothing new to judge
                 self._urgent.discard(model)
                 self._busy.add(model)
-                resuming = self.executor.waiting_on(model) == model_steps[0]
             # a rollout stage looked at again is routine: only new work is worth an info line
             (log.debug if resuming else log.info)(
                 "reconcile.dispatch",

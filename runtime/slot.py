@@ -100,15 +100,10 @@ class ModelSlot:
             if inst is None:
                 raise NotReady(self.name)
             split = self.split
-            if split is not None and split.tripped:
-                # The candidate ran out of error budget: everything stays on the active version
-                # (the control plane ends the split when it journals the verdict).
-                if not split.revert_timed and split.mode == "canary":
-                    split.revert_timed = True
-                    reverted = split.tripped_at
-            elif (
+            if (
                 split is not None
                 and split.mode == "canary"
+                and not split.tripped  # out of error budget: all stays on the active version
                 and self.candidate is not None
                 and split.chooses(request_id)
             ):
@@ -136,7 +131,8 @@ class ModelSlot:
         the revert clock, stopped by the next request routed to the active version."""
         with self._lock:
             old, self.split = self.split, None
-            if old is not None and decided_at is not None and not old.revert_timed:
+            # a split that tripped started the revert clock at the failing request already
+            if old is not None and decided_at is not None and not old.tripped:
                 self._revert_decided = decided_at
         return old
 
@@ -146,7 +142,12 @@ class ModelSlot:
         if split is None:
             return
         if inst is self.candidate:
-            split.record(True, ok, seconds)
+            if split.record(True, ok, seconds) and split.mode == "canary":
+                # The split stops routing to the candidate from this request on: time the
+                # revert from here (the control plane journals it a moment later).
+                with self._lock:
+                    if self.split is split:
+                        self._revert_decided = split.tripped_at
         elif inst is self.active:
             split.record(False, ok, seconds)
 

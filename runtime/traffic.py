@@ -155,7 +155,6 @@ class Split:
         # the control plane judges and journals a moment later, but no more requests wait on it.
         self._error_budget = error_budget
         self.tripped_at: float | None = None  # perf_counter when the error budget ran out
-        self.revert_timed = False  # the first request sent back since then has been timed
         self.tripped_on: tuple[int, int] | None = None  # (candidate requests, errors) then
 
     def chooses(self, request_id: str | None) -> bool:
@@ -170,7 +169,9 @@ class Split:
     def tripped(self) -> bool:
         return self.tripped_at is not None
 
-    def record(self, to_candidate: bool, ok: bool, seconds: float) -> None:
+    def record(self, to_candidate: bool, ok: bool, seconds: float) -> bool:
+        """Count one request; True when this one exhausted the candidate's error budget."""
+        tripped = False
         with self._lock:
             (self.candidate if to_candidate else self.active).record(ok, seconds)
             if to_candidate and self._error_budget and self.tripped_at is None:
@@ -179,8 +180,10 @@ class Split:
                 if n >= max(min_requests, 1) and errors > max_rate * n:
                     self.tripped_at = time.perf_counter()
                     self.tripped_on = (n, errors)
+                    tripped = True
         if to_candidate and not ok and self.on_candidate_error is not None:
             self.on_candidate_error()
+        return tripped
 
     def record_comparison(self, divergence: float, rows: int, agree: int) -> None:
         with self._lock:
