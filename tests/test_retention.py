@@ -39,45 +39,41 @@ def _retired(d: Daemon, version: str) -> bool:
     )
 
 
-def test_keep_one_version_without_standby_frees_the_old_one(kit: Kit, daemon) -> None:
+def _rolled_through(daemon, kit: Kit, versions: list[str], mutate=None) -> Daemon:
+    """A daemon that served each of `versions` in turn, the last one retired after its swap."""
     d: Daemon = daemon()
-    kit.write(d.desired, "1", mutate=_retention(False, 1))
+    kit.write(d.desired, versions[0], mutate=mutate)
     d.start()
-    d.wait_version("1")
-    kit.write(d.desired, "2", mutate=_retention(False, 1))
-    d.wait_version("2")
-    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    d.wait_version(versions[0])
+    for version in versions[1:]:
+        kit.write(d.desired, version, mutate=mutate)
+        d.wait_version(version)
+        d.wait_for(lambda v=version: _retired(d, v), what=f"retire of v{version}")
+    return d
+
+
+def _row(d: Daemon) -> dict:
+    return next(m for m in d.status()["models"] if m["model"] == "classifier")
+
+
+def test_keep_one_version_without_standby_frees_the_old_one(kit: Kit, daemon) -> None:
+    d = _rolled_through(daemon, kit, ["1", "2"], _retention(False, 1))
 
     assert _blobs(d.state) == {_sha(kit, "2")}
     assert _artifact_sources(d.state) == {_sha(kit, "2")}
-    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
-    assert model["standby"] is None
+    assert _row(d)["standby"] is None
     for blob in (d.state / "store" / "sha256").iterdir():
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
 
 
 def test_standby_and_recent_versions_are_kept(kit: Kit, daemon) -> None:
-    d: Daemon = daemon()
-    kit.write(d.desired, "1", mutate=_retention(True, 2))
-    d.start()
-    d.wait_version("1")
-    kit.write(d.desired, "2", mutate=_retention(True, 2))
-    d.wait_version("2")
-    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
-
+    d = _rolled_through(daemon, kit, ["1", "2"], _retention(True, 2))
     assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
-    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
-    assert model["standby"]["version"] == "1"
+    assert _row(d)["standby"]["version"] == "1"
 
 
 def test_going_back_to_the_standby_is_one_pointer_change(kit: Kit, daemon) -> None:
-    d: Daemon = daemon()
-    kit.write(d.desired, "1")
-    d.start()
-    d.wait_version("1")
-    kit.write(d.desired, "2")
-    d.wait_version("2")
-    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    d = _rolled_through(daemon, kit, ["1", "2"])
     seen = len(d.journal_records("classifier"))
 
     kit.write(d.desired, "1")
@@ -88,33 +84,20 @@ def test_going_back_to_the_standby_is_one_pointer_change(kit: Kit, daemon) -> No
     )
     steps = [(r["step"], r["phase"]) for r in d.journal_records("classifier")[seen:]]
     assert steps == [("swap", "begin"), ("swap", "done"), ("retire", "begin"), ("retire", "done")]
-    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
+    model = _row(d)
     assert model["active"]["version"] == "1"
     assert model["standby"]["version"] == "2"
 
 
 def test_the_standby_is_kept_even_beyond_keep_versions(kit: Kit, daemon) -> None:
-    d: Daemon = daemon()
-    kit.write(d.desired, "1", mutate=_retention(True, 1))
-    d.start()
-    d.wait_version("1")
-    kit.write(d.desired, "2", mutate=_retention(True, 1))
-    d.wait_version("2")
-    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    d = _rolled_through(daemon, kit, ["1", "2"], _retention(True, 1))
     # keep_versions 1 would free v1, but v1 is loaded as the warm standby: a revert needs it
     assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
     assert _artifact_sources(d.state) == {_sha(kit, "1"), _sha(kit, "2")}
 
 
 def test_only_the_newest_keep_versions_stay_in_the_store(kit: Kit, daemon) -> None:
-    d: Daemon = daemon()
-    kit.write(d.desired, "1", mutate=_retention(False, 2))
-    d.start()
-    d.wait_version("1")
-    for version in ("2", "6"):
-        kit.write(d.desired, version, mutate=_retention(False, 2))
-        d.wait_version(version)
-        d.wait_for(lambda v=version: _retired(d, v), what=f"retire of v{version}")
+    d = _rolled_through(daemon, kit, ["1", "2", "6"], _retention(False, 2))
     assert _blobs(d.state) == {_sha(kit, "2"), _sha(kit, "6")}
     assert _artifact_sources(d.state) == {_sha(kit, "2"), _sha(kit, "6")}
 
@@ -122,15 +105,9 @@ def test_only_the_newest_keep_versions_stay_in_the_store(kit: Kit, daemon) -> No
 def test_turning_keep_standby_off_releases_the_standby_without_a_new_version(
     kit: Kit, daemon
 ) -> None:
-    d: Daemon = daemon()
-    kit.write(d.desired, "1", mutate=_retention(True, 1))
-    d.start()
-    d.wait_version("1")
-    kit.write(d.desired, "2", mutate=_retention(True, 1))
-    d.wait_version("2")
-    d.wait_for(lambda: _retired(d, "2"), what="retire of v2")
+    d = _rolled_through(daemon, kit, ["1", "2"], _retention(True, 1))
     assert _blobs(d.state) == {_sha(kit, "1"), _sha(kit, "2")}  # v1: the standby
     kit.write(d.desired, "2", mutate=_retention(False, 1))  # same version, new retention
     d.wait_for(lambda: _blobs(d.state) == {_sha(kit, "2")}, what="v1 freed")
-    model = next(m for m in d.status()["models"] if m["model"] == "classifier")
+    model = _row(d)
     assert model["standby"] is None and model["active"]["version"] == "2"
