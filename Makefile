@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LISTEN ?= 127.0.0.1:8000
 
-.PHONY: help install models run test lint fmt bench clean
+.PHONY: help install models run test test-fast lint fmt bench clean
 
 help:
 	@echo "make run    set up .venv, build the example models, start the daemon on $(LISTEN)"
 	@echo "make test   lint, import contracts and the test suite"
+	@echo "make test-fast  lint and every test that runs no daemon process (well under a minute)"
 	@echo "make lint   ruff, import-linter, mypy;  make fmt  format the code"
 	@echo "make bench  swap under load vs bare ONNX Runtime and restart (bench/README.md)"
 	@echo "make clean  remove .venv, state/ and generated models"
@@ -38,6 +39,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+test-fast: lint
+	$(BIN)/pytest -q -m 'not daemon'
 
 bench: $(STAMP)
 	$(BIN)/python bench/swap_under_load.py

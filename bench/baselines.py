@@ -128,12 +128,12 @@ def run_bare_ort(
 
 def codec_cost(payload: Payload, sess: Any) -> dict[str, Any]:
     """What the V2 protocol alone costs per request, one thread, no load: parse the body and
-    decode it into tensors with the daemon's codec (runtime.v2), encode and render a response.
+    decode it into tensors with the daemon's codec (runtime.serving.v2), encode and render a response.
     Explains most of any gap between a server and bare ONNX Runtime."""
     out: dict[str, Any] = {"protocol": payload.protocol, "body_bytes": len(payload.body)}
     try:
         from runtime.backends.onnxruntime import OnnxRuntimeSession
-        from runtime.v2 import decode_request, encode_response, split_body
+        from runtime.serving.v2 import decode_request, encode_response, split_body
 
         wrapped = OnnxRuntimeSession(sess)
         results = None

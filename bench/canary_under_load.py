@@ -287,7 +287,7 @@ def main_canary(run: RunSetup) -> int:
             "inference_workers": settings["workers"],
             "rollouts": {k: kit.docs[k]["spec"]["rollout"] for k in args.canaries if k in kit.docs},
             "retry_pause_after_failure_s": RETRY_PAUSE_S,
-            "daemon": "python -m reconciler.cli run --resync 30 --log-json",
+            "daemon": "python -m reconciler run --resync 30 --log-json",
         },
         "machine": machine_info(),
     }

@@ -6,7 +6,7 @@ saw a new desired version), canary_under_load and rollback_to_standby (the journ
 revert, override and swap records, `hotswap_revert_seconds` and
 `hotswap_inference_requests_total` from GET /metrics, GET /v2/models/classifier for the version
 serving). Everything is read from outside, as an operator or a dashboard would, and read-only
-(the journal through reconciler.journal with readonly=True), so the bench measures the daemon
+(the journal through reconciler.state.journal with readonly=True), so the bench measures the daemon
 without changing what it does; a reading that fails is retried or reported, never fatal.
 """
 
@@ -63,7 +63,7 @@ def dispatch_times(log_path: Path) -> list[tuple[float, list[str], float | None]
 
 
 class JournalWatch:
-    """The daemon's journal (state/journal.db), read-only through reconciler.journal, as dicts
+    """The daemon's journal (state/journal.db), read-only through reconciler.state.journal, as dicts
     with `t_s` = seconds since the load started (the journal's UTC time on our time line)."""
 
     def __init__(self, path: Path) -> None:
@@ -71,7 +71,7 @@ class JournalWatch:
         self.t0_wall = 0.0
 
     def since(self, seq: int) -> list[dict[str, Any]]:
-        from reconciler.journal import Journal
+        from reconciler.state.journal import Journal
 
         try:
             journal = Journal(self.path, readonly=True)

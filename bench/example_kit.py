@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: runtime.v2 is used to cost the JSON codec
+if str(REPO) not in sys.path:  # run as a script: runtime.serving.v2 is used to cost the JSON codec
     sys.path.insert(0, str(REPO))
 MODEL = "classifier"
 

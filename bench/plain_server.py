@@ -34,9 +34,9 @@ from starlette.routing import Route  # noqa: E402
 
 from runtime.backends.base import BackendError  # noqa: E402
 from runtime.backends.onnxruntime import OnnxRuntimeSession  # noqa: E402
-from runtime.server import HEADER_LENGTH  # noqa: E402
-from runtime.server import render_response as render  # noqa: E402
-from runtime.v2 import (  # noqa: E402
+from runtime.serving.server import HEADER_LENGTH  # noqa: E402
+from runtime.serving.server import render_response as render  # noqa: E402
+from runtime.serving.v2 import (  # noqa: E402
     BadRequest,
     decode_request,
     encode_response,

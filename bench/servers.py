@@ -115,7 +115,7 @@ def daemon_on_v1(kit: Kit, tmp: Path) -> tuple[Server, Path, Path]:
     write_yaml_atomic(yaml_path, kit.docs["1"])
     port = free_port()
     daemon = Server(
-        [sys.executable, "-m", "reconciler.cli", "run", "--desired", str(desired),
+        [sys.executable, "-m", "reconciler", "run", "--desired", str(desired),
          "--state-dir", str(state), "--listen", f"{HOST}:{port}", "--resync", "30", "--log-json"],
         port, tmp / "daemon.log", tmp,
     )  # fmt: skip
@@ -127,12 +127,12 @@ def daemon_defaults() -> dict[str, int]:
     the baselines run the model exactly as `hotswap run` does without flags."""
     threads, workers = 1, max(1, os.cpu_count() or 1)
     with contextlib.suppress(Exception):
-        from reconciler.cli import build_parser
+        from reconciler.cli.main import build_parser
 
         ns = build_parser().parse_args(["run"])
         threads = int(getattr(ns, "threads", None) or max(1, os.cpu_count() or 1))
     with contextlib.suppress(Exception):
-        from runtime.server import default_workers
+        from runtime.serving.server import default_workers
 
         workers = int(default_workers())
     return {"intra_op_threads": threads, "workers": workers}
@@ -141,4 +141,4 @@ def daemon_defaults() -> dict[str, int]:
 def hotswap_cli() -> list[str]:
     """The `hotswap` console script beside this interpreter (the venv's), else the module."""
     script = Path(sys.executable).parent / "hotswap"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "reconciler.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "reconciler"]

@@ -1,7 +1,7 @@
 """Swap model versions under load: what does a hotswap cost the requests being served?
 
 The bench's command line (`make bench`), for both scenarios, and the swap scenario itself.
-Starts the real daemon (`python -m reconciler.cli run ...`) on a free 127.0.0.1 port with the
+Starts the real daemon (`python -m reconciler run ...`) on a free 127.0.0.1 port with the
 example classifier v1, drives closed-loop load at a fixed concurrency (one thread and one
 keep-alive `httpx.Client` per worker, the same pre-encoded V2 JSON request each time), and swaps
 v1 -> v2 -> v1 ... N times by atomically replacing the desired YAML (temp file + os.replace, as
@@ -216,7 +216,7 @@ def run_swap_scenario(run: RunSetup) -> int:
         "swap_window": f"[YAML write, first response of the new version + {WINDOW_AFTER_S} s]",
         "retry_pause_after_failure_s": RETRY_PAUSE_S,
         "request_timeout_s": REQUEST_TIMEOUT_S,
-        "daemon": "python -m reconciler.cli run --resync 30 --log-json",
+        "daemon": "python -m reconciler run --resync 30 --log-json",
     }
     result: dict[str, Any] = {
         "schema": SCHEMA,

@@ -277,7 +277,7 @@ def write_atomic(path: Path, data: bytes) -> bool:
 
     Returns False without touching the file when it already holds these bytes, so a rerun
     does not bump mtimes and wake file watchers for nothing."""
-    from reconciler.atomic import atomic_write
+    from reconciler.state.atomic import atomic_write
 
     if path.is_file() and path.read_bytes() == data:
         return False
@@ -372,7 +372,7 @@ def _show(path: Path, data: bytes, note: str) -> None:
 
 def signing_key(key: Path) -> Path:
     """The publisher's key: made on first use (a real registry's key lives off the device)."""
-    from reconciler.signing import generate_keypair
+    from reconciler.trust.signing import generate_keypair
 
     if not key.exists():
         _, pub, keyid = generate_keypair(key.parent)
@@ -394,7 +394,7 @@ def build(
     it defaults to `out` so an in-process call (a test) writes nothing outside out and desired.
     `key` signs the packages (default `<out>/../keys/hotswap.key`, made if missing); a device
     trusts them once its owner copies `hotswap.pub` into the device's trust directory."""
-    from reconciler.signing import publish
+    from reconciler.trust.signing import publish
 
     examples = out if examples is None else examples
     key = signing_key(key or out.parent / "keys" / "hotswap.key")

@@ -158,7 +158,7 @@ def compat_key(trt_version: str, device: DeviceInfo) -> dict[str, str]:
 
 
 def engine_fingerprint(trt_version: str, device: DeviceInfo) -> str:
-    """`compat_key` as one string, for `reconciler.buildkey` to fold into the build key."""
+    """`compat_key` as one string, for `reconciler.core.buildkey` to fold into the build key."""
     encoded = json.dumps(compat_key(trt_version, device), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
 
@@ -725,7 +725,7 @@ class TensorRTBackend:
 
     def memory_free(self) -> int | None:
         """Free device memory now: a candidate engine that does not fit beside the serving one
-        makes the swap sequential (see reconciler.context)."""
+        makes the swap sequential (see reconciler.ops.context)."""
         try:
             rt = _cudart()
             free, _total = _cuda_check(rt.cudaMemGetInfo(), "cudaMemGetInfo")

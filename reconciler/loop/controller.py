@@ -1,0 +1,297 @@
+"""The control loop: level-triggered reconciliation of desired state against the runtime.
+
+Every pass re-reads desired state from one snapshot of the (possibly symlinked) directory,
+observes the runtime and store, plans from scratch and hands each model's steps to a worker.
+Work is keyed by model: a model with work in flight is skipped until it finishes, so two passes
+never run the same model's steps concurrently, while different models proceed independently.
+File events only wake the loop early; a jittered periodic resync catches whatever they miss.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
+
+from reconciler.core.desired import Desired, LoadError, ModelSpec
+from reconciler.core.plan import plan
+from reconciler.core.steps import AnyStep
+from reconciler.loop.executor import Executor
+from reconciler.operator.channel import requests_dir
+from reconciler.operator.handler import OperatorRequests
+from reconciler.ops.context import StepContext
+from reconciler.source.load import read_desired
+from reconciler.source.watch import DesiredWatcher
+from reconciler.state.atomic import sweep_temp_files
+from reconciler.state.journal import Journal
+from reconciler.state.status import write_snapshot
+from reconciler.trust.policy import TrustConfigError, load_policy
+from runtime.serving.metrics import Metrics
+from runtime.serving.slot import Repository
+
+log = structlog.get_logger("hotswap.controller")
+
+MAX_BACKOFF_S = 300.0
+
+
+def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds before retrying a model after its `attempts`-th transient failure in a row:
+    doubling from 1 s up to MAX_BACKOFF_S, times a jitter of 0.5-1.5 so a fleet that lost its
+    registry at the same moment does not come back to it in lockstep."""
+    base = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 32))
+    return base * (rng or random).uniform(0.5, 1.5)
+
+
+class Controller:
+    def __init__(
+        self,
+        desired_dir: Path,
+        state_dir: Path,
+        journal: Journal,
+        repo: Repository,
+        resync_s: float = 30.0,
+        workers: int = 2,
+        threads: int | None = None,
+        metrics: Metrics | None = None,
+        trust_dir: Path | None = None,
+    ) -> None:
+        self.desired_dir = desired_dir
+        self.state_dir = state_dir
+        self.journal = journal
+        self.repo = repo
+        self.resync_s = resync_s
+        self.ctx = StepContext(state_dir, journal, repo, threads=threads)
+        self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
+        self.ctx.on_rollout_event = self.judge_now  # a candidate failed a request
+        self.executor = Executor(self.ctx, metrics)
+        # `hotswap rollback | retry` requests and the overrides in force
+        self.operator = OperatorRequests(self.ctx, state_dir)
+        self.trust_dir = trust_dir or state_dir / "trust"
+        self._trust_error: str | None = None
+        self.restored = False
+        self.desired: Desired | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._backoff: dict[
+            str, tuple[int, float]
+        ] = {}  # model -> (attempts, not before, monotonic)
+        self._reported_errors: frozenset[tuple[str, str]] = frozenset()
+        # A step that said Wait (a rollout stage running) is due again at a time: until then a
+        # pass leaves it alone, unless its plan changed or the candidate failed a request.
+        self._requeue: dict[str, float] = {}  # model -> when (monotonic) a waiting step is due
+        self._urgent: set[str] = set()  # models whose waiting step must be looked at now
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
+        self._loop_thread = threading.Thread(
+            target=self._loop, name="hotswap-reconcile", daemon=True
+        )
+        self._watcher = DesiredWatcher(
+            desired_dir, self.wake, ignore=[state_dir], extra=[requests_dir(state_dir)]
+        )
+        self.passes = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def recover(self, restore: bool = True) -> None:
+        """Before anything else: remove torn temp files, then serve the last promoted versions
+        (unless the journal that names them failed its verification)."""
+        for leftover in sweep_temp_files(self.state_dir):
+            log.warning("recover.removed-temp", path=str(leftover))
+        self.refresh_trust()
+        if restore:
+            self.executor.restore_all()
+        self.operator.load(trusted=restore)
+        self.restored = True
+        self.write_status()
+
+    def start(self) -> None:
+        self._watcher.start()
+        self._loop_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._watcher.stop()
+        self._loop_thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.ctx.background.shutdown()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def judge_now(self, model: str) -> None:
+        """A candidate failed a request: judge its rollout stage at once, not when it is due."""
+        with self._lock:
+            self._urgent.add(model)
+        self._wake.set()
+
+    def ready(self) -> bool:
+        desired = self.desired
+        if not self.restored or desired is None:
+            return False
+        for name in desired.models:
+            slot = self.repo.get(name)
+            if slot is None or slot.active is None:
+                return False
+        return True
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.reconcile_once()
+            except Exception:
+                log.exception("reconcile.pass-failed")
+            # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
+            timeout = self.resync_s * random.uniform(0.9, 1.1)
+            with self._lock:
+                due = min(self._requeue.values(), default=None)
+            if due is not None:  # a rollout stage to look at again
+                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            self._wake.wait(timeout=timeout)
+
+    def reconcile_once(self) -> list[AnyStep]:
+        pass_started = time.monotonic()
+        self.refresh_trust()
+        desired = read_desired(self.desired_dir)
+        self.desired = desired
+        self._report_load_errors(desired.errors)
+        for model in self.operator.take(desired):  # a retry starts over, without backoff
+            with self._lock:
+                self._backoff.pop(model, None)
+        # What is planned: desired state with the operator's overrides (`hotswap rollback`).
+        planned = self.operator.effective(desired)
+        specs = [*planned.models.values(), *desired.models.values()]
+        self.ctx.pinned_blobs = frozenset(s.sha256 for s in specs)
+        self.ctx.pinned_keys = frozenset(self.ctx.key_for(s) for s in specs)
+        observed = self.ctx.observe()
+        steps = plan(planned, observed)
+        self.passes += 1
+        by_model: dict[str, list[AnyStep]] = {}
+        for step in steps:
+            by_model.setdefault(step.model, []).append(step)
+        now = time.monotonic()
+        for model, model_steps in by_model.items():
+            with self._lock:
+                if model in self._busy:
+                    continue
+                _, not_before = self._backoff.get(model, (0, 0.0))
+                if now < not_before:
+                    continue
+                resuming = self.executor.waiting_on(model) == model_steps[0]
+                if resuming and now < self._requeue.get(model, 0.0) and model not in self._urgent:
+                    continue  # the same stage, not due yet: nothing new to judge
+                self._urgent.discard(model)
+                self._busy.add(model)
+            # a rollout stage looked at again is routine: only new work is worth an info line
+            (log.debug if resuming else log.info)(
+                "reconcile.dispatch",
+                model=model,
+                steps=[str(s) for s in model_steps],
+                planned_in_ms=round((now - pass_started) * 1000, 1),
+            )
+            self._pool.submit(
+                self._work, model, model_steps, planned.models.get(model), desired.revision
+            )
+        self.write_status()
+        return steps
+
+    def _work(
+        self, model: str, steps: list[AnyStep], spec: ModelSpec | None, revision: str | None
+    ) -> None:
+        try:
+            outcome = self.executor.run(model, steps, spec, revision)
+            with self._lock:
+                self._requeue.pop(model, None)
+                if outcome.requeue_after is not None:
+                    self._requeue[model] = time.monotonic() + outcome.requeue_after
+                if outcome.ok or outcome.terminal:
+                    self._backoff.pop(model, None)
+                else:
+                    attempts = self._backoff.get(model, (0, 0.0))[0] + 1
+                    delay = backoff_delay(attempts)
+                    self._backoff[model] = (attempts, time.monotonic() + delay)
+                    log.info(
+                        "reconcile.retry-later",
+                        model=model,
+                        attempt=attempts,
+                        delay_s=round(delay, 2),
+                        reason=outcome.reason,
+                    )
+        except Exception:
+            log.exception("reconcile.worker-crashed", model=model)
+        finally:
+            with self._lock:
+                self._busy.discard(model)
+            self.write_status()
+            # Plan again now: the next steps if it finished or failed, and if it waits, so the
+            # loop sleeps until the new due time rather than the one it computed before.
+            self.wake()
+
+    def refresh_trust(self) -> None:
+        """Re-read the device trust policy; a broken policy file keeps the last good one."""
+        try:
+            self.ctx.policy = load_policy(self.trust_dir)
+        except TrustConfigError as e:
+            if e.message != self._trust_error:
+                log.error("trust.invalid", trust_dir=str(self.trust_dir), error=e.message)
+                self.journal.append("-", "trust", "failed", detail={"message": e.message})
+            self._trust_error = e.message
+            return
+        if self._trust_error is not None or self.passes == 0:
+            policy = self.ctx.policy
+            if policy.allow_unsigned:
+                log.warning(
+                    "trust.ALLOW-UNSIGNED",
+                    trust_dir=str(self.trust_dir),
+                    note="unsigned models will be served",
+                )
+            if not policy.keys and not policy.allow_unsigned:
+                log.warning(
+                    "trust.no-keys",
+                    trust_dir=str(self.trust_dir),
+                    note="no model can be verified until a publisher key is installed here",
+                )
+        self._trust_error = None
+
+    def _report_load_errors(self, errors: tuple[LoadError, ...]) -> None:
+        """Journal and log invalid desired files once per distinct error, not on every pass."""
+        current = frozenset((e.file, e.message) for e in errors)
+        for err in errors:
+            if (err.file, err.message) not in self._reported_errors:
+                log.error(
+                    "desired.invalid",
+                    file=err.file,
+                    line=err.line,
+                    field=err.field,
+                    model=err.model,
+                    error=err.message,
+                )
+                self.journal.append(
+                    err.model or err.file, "desired", "failed", detail=err.to_json()
+                )
+        self._reported_errors = current
+
+    def write_status(self) -> None:
+        with self._lock:
+            try:
+                write_snapshot(
+                    self.state_dir,
+                    self.desired,
+                    self.ctx.observe(),
+                    self.repo.describe(),
+                    self.ready(),
+                    progress=dict(self.ctx.progress),
+                    overrides=self.operator.snapshot(),
+                )
+            except OSError as e:
+                log.warning("status.write-failed", error=str(e))
+
+    def busy(self) -> bool:
+        with self._lock:
+            return bool(self._busy)

@@ -1,0 +1,230 @@
+"""The journal: a local, append-only, hash-chained record of every transition.
+
+Format (SQLite, WAL mode, synchronous=FULL, so a committed row survives power loss):
+
+    records(seq INTEGER PRIMARY KEY, time TEXT, model TEXT, from_version TEXT, to_version TEXT,
+            step TEXT, phase TEXT, desired_digest TEXT, revision TEXT, detail TEXT,
+            prev_hash TEXT, hash TEXT)
+
+- `seq` counts from 1 with no gaps; `time` is UTC ISO-8601 with microseconds.
+- `phase` is `begin` (written and durable *before* the step acts), `done` or `failed`; events
+  that are not steps (desired-invalid, restore, unload) use the same phases.
+- `detail` is canonical JSON (sorted keys, compact separators, ASCII) of a JSON-safe dict.
+- Chain rule: `hash = sha256(canonical JSON of every other column, prev_hash included)`, and
+  `prev_hash` is the previous row's `hash` (64 zeros for seq 1). Editing, deleting or reordering
+  any row breaks the chain at that row; `verify()` names the first bad `seq` and never writes.
+
+Readers (`hotswap journal`, `hotswap status`) open the file read-only beside a running daemon,
+which WAL allows. The daemon appends from several model workers; one lock serialises appends so
+the chain is a total order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.state.crashpoint import crashpoint
+
+GENESIS = "0" * 64
+SCHEMA_VERSION = 1
+
+_COLUMNS = (
+    "seq", "time", "model", "from_version", "to_version", "step", "phase",
+    "desired_digest", "revision", "detail", "prev_hash", "hash",
+)  # fmt: skip
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    time: str
+    model: str
+    from_version: str | None
+    to_version: str | None
+    step: str
+    phase: str
+    desired_digest: str | None
+    revision: str | None
+    detail: str  # canonical JSON
+    prev_hash: str
+    hash: str
+
+    def compute_hash(self) -> str:
+        body = asdict(self)
+        body.pop("hash")
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    @property
+    def details(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.detail)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body["detail"] = self.details
+        return body
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+class JournalError(Exception):
+    pass
+
+
+_OPTIONAL = frozenset({"from_version", "to_version", "desired_digest", "revision"})
+
+
+def _wrong_type(rec: Record) -> str | None:
+    """A damaged file can hand back a blob, number or NULL where text was written."""
+    for column in _COLUMNS:
+        value = getattr(rec, column)
+        want: tuple[type, ...] = (int,) if column == "seq" else (str,)
+        if column in _OPTIONAL:
+            want = (str, type(None))
+        if not isinstance(value, want) or isinstance(value, bool):
+            return f"column {column} holds a {type(value).__name__}, not {want[0].__name__}"
+    return None
+
+
+class Journal:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        if readonly:
+            if not path.exists():
+                raise JournalError(
+                    f"{path}: no journal here (has the daemon run with this state dir?)"
+                )
+            # as_uri() percent-quotes the path: a raw `#`, `?` or `%` would open another file
+            uri = f"{path.absolute().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, time TEXT NOT NULL,"
+                " model TEXT NOT NULL, from_version TEXT, to_version TEXT, step TEXT NOT NULL,"
+                " phase TEXT NOT NULL, desired_digest TEXT, revision TEXT, detail TEXT NOT NULL,"
+                " prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
+            )
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def append(
+        self,
+        model: str,
+        step: str,
+        phase: str,
+        *,
+        from_version: str | None = None,
+        to_version: str | None = None,
+        desired_digest: str | None = None,
+        revision: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Record:
+        """Append one record durably; returns only after the commit reached the disk."""
+        with self._lock:
+            last = self._db.execute(
+                "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+            unsigned = Record(
+                seq, now, model, from_version, to_version, step, phase, desired_digest, revision,
+                canonical_json(detail or {}), prev, "",
+            )  # fmt: skip
+            record = Record(**{**asdict(unsigned), "hash": unsigned.compute_hash()})
+            self._db.execute(
+                f"INSERT INTO records ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
+                tuple(getattr(record, c) for c in _COLUMNS),
+            )
+        crashpoint(f"{step}:{phase}")
+        return record
+
+    def records(self, model: str | None = None) -> Iterator[Record]:
+        query = f"SELECT {','.join(_COLUMNS)} FROM records"
+        args: tuple[Any, ...] = ()
+        if model is not None:
+            query += " WHERE model = ?"
+            args = (model,)
+        for row in self._db.execute(query + " ORDER BY seq", args):
+            yield Record(*row)
+
+    def last_promoted(self) -> dict[str, Record]:
+        """Per model, the last record that made a version the served one (or unloaded it)."""
+        latest: dict[str, Record] = {}
+        for record in self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM records WHERE phase = 'done'"
+            " AND step IN ('swap', 'unload') ORDER BY seq"
+        ):
+            rec = Record(*record)
+            latest[rec.model] = rec
+        return {m: r for m, r in latest.items() if r.step == "swap"}
+
+    def verify(self) -> VerifyResult:
+        """Check the file, then the hash chain end to end; read-only; names the first bad seq.
+
+        A file SQLite itself finds damaged or cannot read (a flipped byte in a page header, the
+        schema, or a text value that is no longer UTF-8) is reported as broken, with what SQLite
+        said and `first_bad_seq` None; it never raises.
+        """
+        prev = GENESIS
+        count = 0
+        expected_seq = 1
+        try:
+            # Page-level damage the rows would not show, e.g. a cell dropped from a page
+            problem = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                return VerifyResult(False, 0, None, f"SQLite integrity check: {problem}")
+            for rec in self.records():
+                count += 1
+                wrong = _wrong_type(rec)
+                if wrong:
+                    return VerifyResult(False, count, rec.seq, wrong)
+                if rec.seq != expected_seq:
+                    return VerifyResult(False, count, rec.seq, f"gap: expected seq {expected_seq}")
+                if rec.prev_hash != prev:
+                    return VerifyResult(
+                        False, count, rec.seq, "prev_hash does not match the previous record"
+                    )
+                if rec.compute_hash() != rec.hash:
+                    return VerifyResult(
+                        False, count, rec.seq, "record hash does not match its contents"
+                    )
+                prev = rec.hash
+                expected_seq += 1
+        except (sqlite3.Error, UnicodeDecodeError) as e:
+            # UnicodeDecodeError: SQLite's message quotes corrupt bytes (a column name in a
+            # damaged schema) that Python cannot decode
+            return VerifyResult(False, count, None, f"SQLite cannot read the journal: {e}")
+        return VerifyResult(True, count)
+
+    def size_bytes(self) -> int:
+        return sum(
+            p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file()
+        )

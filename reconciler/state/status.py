@@ -1,0 +1,98 @@
+"""The status snapshot: `<state>/status.json`, written atomically by the daemon after every change.
+
+`hotswap status` and `hotswap plan` run in other processes; they read this snapshot rather than
+asking the daemon over HTTP, so they work with the daemon stopped (showing the last known state)
+and need no control endpoint that could change what is served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from reconciler.state.atomic import atomic_write
+from reconciler.core.desired import Desired
+from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
+
+FILENAME = "status.json"
+
+
+def write_snapshot(
+    state_dir: Path,
+    desired: Desired | None,
+    observed: Observed,
+    repo_view: dict[str, Any],
+    ready: bool,
+    progress: dict[str, tuple[int, int | None]] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    models: dict[str, Any] = {}
+    names = set(observed.models) | set(desired.models if desired else {})
+    for name in sorted(names):
+        spec = desired.models.get(name) if desired else None
+        obs = observed.model(name)
+        models[name] = {
+            "desired": {"version": spec.version, "digest": spec.digest, "file": spec.file}
+            if spec
+            else None,
+            **repo_view.get(name, {"active": None, "candidate": None, "standby": None}),
+            "failed_digest": obs.failed_digest,
+            "last_error": obs.last_error,
+        }
+        if progress and name in progress:  # a download in flight
+            done, total = progress[name]
+            models[name]["fetch"] = {"bytes": done, "total": total}
+    body = {
+        "pid": os.getpid(),
+        "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "ready": ready,
+        "revision": desired.revision if desired else None,
+        "models": models,
+        "errors": [e.to_json() for e in desired.errors] if desired else [],
+        # operator overrides in force (`hotswap rollback`): model -> Override.to_json()
+        "overrides": overrides or {},
+    }
+    atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
+
+
+def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state_dir / FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _instance(data: dict[str, Any] | None, default_healthy: bool = True) -> InstanceInfo | None:
+    if not data:
+        return None
+    return InstanceInfo(
+        version=str(data.get("version", "")),
+        sha256=data.get("sha256", ""),
+        build_key=data.get("build_key", ""),
+        digest=data.get("digest", ""),
+        healthy=bool(data.get("healthy", default_healthy)),
+        source_file=data.get("source_file", ""),
+        stages_passed=int(data.get("stages_passed", 0)),
+    )
+
+
+def observed_from_snapshot(
+    snapshot: dict[str, Any] | None,
+    blobs: frozenset[str],
+    artifacts: frozenset[str],
+    backend_versions: dict[str, str],
+) -> Observed:
+    models: dict[str, ModelObserved] = {}
+    for name, m in (snapshot or {}).get("models", {}).items():
+        models[name] = ModelObserved(
+            name=name,
+            active=_instance(m.get("active")),
+            candidate=_instance(m.get("candidate"), default_healthy=False),
+            standby=_instance(m.get("standby")),
+            failed_digest=m.get("failed_digest"),
+            last_error=m.get("last_error"),
+        )
+    return Observed(models, blobs, artifacts, tuple(sorted(backend_versions.items())))

@@ -1,0 +1,1 @@
+"""Filesystem primitives both planes share: hashing a file, writing one atomically."""
