@@ -1,11 +1,14 @@
-"""The error tree, by what happens next (not by where it came from).
+"""The error tree: where a failure came from, with a stable `reason` that decides what next.
 
-| class            | next                                   | reason examples                 |
+What happens next is looked up per reason in `reconciler.core.reasons` (one table); the class
+only gives the default for a reason the table does not list:
+
+| class            | default next                           | reason examples                 |
 |------------------|----------------------------------------|---------------------------------|
-| InvalidInput     | stall until the input changes; exit 2  | invalid-desired, fp16-on-cpu    |
+| InvalidInput     | quarantine (wait for new input); exit 2| invalid-desired, fp16-on-cpu    |
 | TransientError   | retry with backoff and jitter          | fetch-failed, source-missing    |
-| IntegrityError   | terminal for that desired digest       | sha256-mismatch, contract-break |
-| RuntimeFailure   | revert to the serving version          | health-nan, load-failed         |
+| IntegrityError   | quarantine that desired digest         | sha256-mismatch, contract-break |
+| RuntimeFailure   | quarantine (after the candidate is reverted) | health-nan, load-failed   |
 
 Library exceptions are translated at the boundary with `raise ... from e`; the executor is the
 only place that turns these into journal records, retries and status.
@@ -15,12 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.core.reasons import Next
+from reconciler.core.reasons import reason as lookup
+
 
 class HotswapError(Exception):
     """Base: carries a stable machine-readable `reason` beside the human message."""
 
     reason = "error"
-    terminal = False  # True: do not retry this desired digest until desired state changes
+    default_next = Next.RETRY  # for a reason the table in reconciler.core.reasons does not list
 
     def __init__(
         self, message: str, reason: str | None = None, detail: dict[str, Any] | None = None
@@ -34,10 +40,19 @@ class HotswapError(Exception):
     def message(self) -> str:
         return str(self)
 
+    @property
+    def next(self) -> Next:
+        return lookup(self.reason, self.default_next).next
+
+    @property
+    def terminal(self) -> bool:
+        """Not to be tried again for this desired digest until desired state changes."""
+        return self.next is Next.QUARANTINE
+
 
 class InvalidInput(HotswapError):
     reason = "invalid-input"
-    terminal = True
+    default_next = Next.QUARANTINE
 
 
 class TransientError(HotswapError):
@@ -46,9 +61,9 @@ class TransientError(HotswapError):
 
 class IntegrityError(HotswapError):
     reason = "integrity"
-    terminal = True
+    default_next = Next.QUARANTINE
 
 
 class RuntimeFailure(HotswapError):
     reason = "runtime-failure"
-    terminal = True
+    default_next = Next.QUARANTINE

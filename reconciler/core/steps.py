@@ -14,18 +14,9 @@ from typing import Any, ClassVar, Protocol
 
 from reconciler.core.desired import ModelSpec
 from reconciler.core.observed import InstanceInfo, Observed
+from reconciler.core.outcome import Wait
 
 Detail = dict[str, Any] | None  # what a step reports for its `done` journal record
-
-
-@dataclass(frozen=True)
-class Wait:
-    """What a step returns when it is under way but not finished (a rollout stage still
-    running): the executor stops there, and the controller runs the plan again after
-    `after_s` (or sooner, when woken). The step's `begin` is not journaled again."""
-
-    after_s: float
-    why: str
 
 
 class StepContext(Protocol):
