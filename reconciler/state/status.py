@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reconciler.state.atomic import atomic_write
 from reconciler.core.desired import Desired
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
+from reconciler.state.atomic import atomic_write
 
 FILENAME = "status.json"
 
