@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from runtime.backends.base import V2_TO_NUMPY, BackendError, BuildOptions, TensorInfo
+from runtime.fsutil import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -184,18 +185,6 @@ def engine_cache_key(
 # --- build (runs in the child process) ---------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_profiles(network: Any, shapes: dict[str, list[list[int]]]) -> None:
     names: list[str] = []
     for i in range(network.num_inputs):
@@ -316,8 +305,7 @@ def _build(
 
     if timing_cache_path is not None:
         with contextlib.suppress(OSError):
-            timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(timing_cache_path, memoryview(config.get_timing_cache().serialize()))
+            atomic_write(timing_cache_path, memoryview(config.get_timing_cache().serialize()))
 
     header = dict(options.get("header", {}))
     header["format"] = FORMAT
@@ -387,14 +375,6 @@ def _onnx_has_qdq(model: Path) -> bool:
 
     graph = onnx.load(str(model), load_external_data=False).graph
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -768,7 +748,7 @@ class TensorRTBackend:
         builder = self.builder_settings()
         shapes = {n: [list(r) for r in rng] for n, rng in options.shapes.items()}
         header = {
-            "key": engine_cache_key(_sha256_file(model), options, compat, builder),
+            "key": engine_cache_key(sha256_file(model), options, compat, builder),
             "compat": compat,
             "precision": options.precision,
             "shapes": shapes,
