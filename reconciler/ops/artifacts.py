@@ -15,9 +15,9 @@ from pathlib import Path
 
 from reconciler.core.errors import InvalidInput, RuntimeFailure, TransientError
 from reconciler.state.atomic import atomic_write, commit_file, temp_path_for
-from reconciler.state.store import sha256_file
 from reconciler.verify.model import VerifiedModel
 from runtime.backends import Backend, BackendError, BuildOptions
+from runtime.fsutil import sha256_file
 
 
 def _disk_nearly_full(directory: Path, model: Path) -> bool:

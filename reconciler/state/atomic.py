@@ -2,57 +2,52 @@
 
 Every writer of state (store blobs, build artifacts, status snapshot, example models) goes through
 here, so a crash or power cut at any instant leaves either the old file or the new one, never a
-torn one. Temp files carry a fixed suffix so `sweep_temp_files` can remove leftovers of a crashed
-attempt at startup.
+torn one. The primitives live in `runtime.fsutil`, shared with the data plane; this module adds
+what only the control plane has: its crashpoints just before and after each rename (which the
+crash tests kill the daemon at), and `sweep_temp_files`, which removes leftovers of a crashed
+attempt at startup (temp files carry the fixed `TEMP_SUFFIX`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.state.crashpoint import crashpoint
+from runtime import fsutil
+from runtime.fsutil import TEMP_SUFFIX, fsync_dir, temp_path_for
 
-TEMP_SUFFIX = ".hotswap-tmp"
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_write",
+    "atomic_writer",
+    "commit_file",
+    "fsync_dir",
+    "sweep_temp_files",
+    "temp_path_for",
+]
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _crashpoint(stage: str) -> None:
+    crashpoint(f"atomic:{stage}")
 
 
 @contextlib.contextmanager
 def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it replaces `path` durably, on error it vanishes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        crashpoint("atomic:before-rename")
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        crashpoint("atomic:after-rename")
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with fsutil.atomic_writer(path, mode, checkpoint=_crashpoint) as f:
+        yield f
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    with atomic_writer(path, mode) as f:
-        f.write(data)
+    fsutil.atomic_write(path, data, mode, checkpoint=_crashpoint)
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """Make a finished temp file (from `temp_path_for`) durable and rename it over `path`."""
+    fsutil.commit_file(tmp, path, checkpoint=_crashpoint)
 
 
 def sweep_temp_files(root: Path) -> list[Path]:
@@ -67,24 +62,3 @@ def sweep_temp_files(root: Path) -> list[Path]:
             tmp.unlink()
             removed.append(tmp)
     return removed
-
-
-def temp_path_for(path: Path) -> Path:
-    """A temp name beside `path` for writers that cannot write through a file object (backends)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-def commit_file(tmp: Path, path: Path) -> None:
-    """Make a finished temp file durable and rename it over `path`."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    crashpoint("atomic:before-rename")
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    crashpoint("atomic:after-rename")

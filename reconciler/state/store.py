@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from reconciler.core.errors import IntegrityError
-from reconciler.state.atomic import fsync_dir
-from reconciler.state.crashpoint import crashpoint
+from reconciler.state.atomic import commit_file
+from runtime.fsutil import CHUNK
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-CHUNK = 1 << 20
 PART_SUFFIX = ".part"
 PARTIAL_MAX_AGE_S = 7 * 24 * 3600.0
 
@@ -37,14 +36,6 @@ PARTIAL_MAX_AGE_S = 7 * 24 * 3600.0
 # pin the same bytes). One daemon per state directory (the state lock) covers other processes.
 _part_locks: dict[Path, threading.Lock] = {}
 _part_locks_guard = threading.Lock()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write(f: IO[bytes], data: bytes) -> None:
@@ -99,15 +90,11 @@ class Partial:
         self.size = 0
 
     def commit(self) -> Path:
-        """fsync, make read-only, rename into `sha256/<hex>`, fsync the directory."""
+        """Make read-only, then fsync, rename into `sha256/<hex>`, fsync the directory."""
         assert self._f is not None
-        os.fsync(self._f.fileno())
         self.close()
         os.chmod(self.path, 0o444)
-        crashpoint("atomic:before-rename")
-        os.replace(self.path, self.dest)
-        fsync_dir(self.dest.parent)
-        crashpoint("atomic:after-rename")
+        commit_file(self.path, self.dest)
         return self.dest
 
     def discard(self) -> None:

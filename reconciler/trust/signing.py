@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from reconciler.core.errors import IntegrityError, InvalidInput
 from reconciler.state.atomic import atomic_write, atomic_writer
 from reconciler.state.journal import canonical_json
+from runtime.fsutil import sha256_file
 
 API_VERSION = "hotswap/v1"
 MANIFEST_KIND = "ModelManifest"
@@ -215,12 +216,7 @@ def public_key_from_pem(data: bytes, what: str) -> Ed25519PublicKey:
 
 def file_digest(path: Path) -> tuple[str, int]:
     """(sha256 hex, size) of a file, streamed."""
-    h, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
+    return sha256_file(path), path.stat().st_size
 
 
 def check_name_version(name: str, version: str) -> None:

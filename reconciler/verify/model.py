@@ -15,8 +15,8 @@ import onnx
 
 from reconciler.core.desired import ModelSpec, TensorSpec
 from reconciler.core.errors import IntegrityError
-from reconciler.state.store import sha256_file
 from reconciler.verify.structure import DEFAULT_MAX_BYTES, validate_model
+from runtime.fsutil import sha256_file
 
 _PROOF = object()
 

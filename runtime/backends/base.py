@@ -1,7 +1,8 @@
 """The backend interface: build an artifact from ONNX, load it, describe its IO, infer, release.
 
 The control plane picks temp paths and renames artifacts into place; a backend only writes where
-it is told, so atomicity lives in one place (`reconciler.state.atomic`) for every backend.
+it is told, so atomicity lives in one place (`runtime.fsutil`, which `reconciler.state.atomic`
+wraps) for every backend.
 """
 
 from __future__ import annotations

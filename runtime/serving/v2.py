@@ -81,12 +81,23 @@ def decode_request(
 ) -> InferRequest:
     _expect(isinstance(body, dict), "request body must be a JSON object")
     request_params = _parameters(body, "request")
-    binary_view = memoryview(binary)
-    offset = 0
     raw_inputs = body.get("inputs")
     _expect(isinstance(raw_inputs, list) and raw_inputs, "'inputs' must be a non-empty list")
+    feeds = _decode_inputs(raw_inputs, inputs, memoryview(binary))
+    binary_default = request_params.get("binary_data_output", False)
+    requested, binary_outputs = _decode_outputs(body, outputs, binary_default)
+    request_id = body.get("id")
+    _expect(request_id is None or isinstance(request_id, str), "'id' must be a string")
+    return InferRequest(request_id, feeds, requested, binary_outputs, bool(binary_default))
+
+
+def _decode_inputs(
+    raw_inputs: list[Any], inputs: tuple[TensorInfo, ...], binary_view: memoryview
+) -> dict[str, np.ndarray]:
+    """Every declared input, once each, from JSON data or its slice of the binary data."""
     declared = {t.name: t for t in inputs}
     feeds: dict[str, np.ndarray] = {}
+    offset = 0
     for i, tensor in enumerate(raw_inputs):
         _expect(isinstance(tensor, dict), f"inputs[{i}] must be an object")
         name = tensor.get("name")
@@ -114,6 +125,13 @@ def decode_request(
     )
     missing = sorted(set(declared) - set(feeds))
     _expect(not missing, f"missing inputs {missing}")
+    return feeds
+
+
+def _decode_outputs(
+    body: dict[str, Any], outputs: tuple[TensorInfo, ...], binary_default: Any
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outputs asked for (empty: all), and which of them come back as binary."""
     requested: list[str] = []
     binary_outputs: set[str] = set()
     raw_outputs = body.get("outputs", [])
@@ -134,17 +152,9 @@ def decode_request(
             "classification" not in out_params and "class_count" not in out_params,
             f"output {out['name']!r}: the classification extension is not supported",
         )
-        if out_params.get("binary_data", request_params.get("binary_data_output", False)):
+        if out_params.get("binary_data", binary_default):
             binary_outputs.add(out["name"])
-    request_id = body.get("id")
-    _expect(request_id is None or isinstance(request_id, str), "'id' must be a string")
-    return InferRequest(
-        request_id,
-        feeds,
-        tuple(requested),
-        frozenset(binary_outputs),
-        bool(request_params.get("binary_data_output", False)),
-    )
+    return tuple(requested), frozenset(binary_outputs)
 
 
 def _decode_tensor(
@@ -160,6 +170,34 @@ def _decode_tensor(
     _expect(
         dtype is not None, f"input {name!r}: datatype {spec.datatype} is not supported over JSON"
     )
+    assert dtype is not None
+    shape = _checked_shape(tensor, spec)
+    count = math.prod(shape)
+    _expect(
+        count <= MAX_ELEMENTS,
+        f"input {name!r}: {count} elements exceed the limit of {MAX_ELEMENTS}",
+    )
+    if raw_bytes is not None:
+        _expect("data" not in tensor, f"input {name!r}: give either 'data' or binary_data_size")
+        want = count * dtype.itemsize
+        _expect(
+            len(raw_bytes) == want,
+            f"input {name!r}: binary_data_size is {len(raw_bytes)} bytes, shape {shape} of"
+            f" {spec.datatype} needs {want}",
+        )
+        # Little-endian per the protocol; frombuffer shares the request's bytes without a copy.
+        return np.frombuffer(raw_bytes, dtype=dtype.newbyteorder("<")).reshape(shape)
+    array = _from_json(tensor.get("data"), spec, dtype)
+    _expect(
+        array.size == count,
+        f"input {name!r}: {array.size} values given, shape {shape} needs {count}",
+    )
+    return array.reshape(shape)
+
+
+def _checked_shape(tensor: dict[str, Any], spec: TensorInfo) -> list[int]:
+    """The tensor's shape, refused unless it fits the model's (rank, fixed dims)."""
+    name = spec.name
     shape = tensor.get("shape")
     _expect(
         isinstance(shape, list)
@@ -176,23 +214,12 @@ def _decode_tensor(
             want < 0 or got == want,
             f"input {name!r}: dim {axis} is {got}, the model needs {want} ({list(spec.shape)})",
         )
-    count = math.prod(shape)
-    _expect(
-        count <= MAX_ELEMENTS,
-        f"input {name!r}: {count} elements exceed the limit of {MAX_ELEMENTS}",
-    )
-    assert dtype is not None
-    if raw_bytes is not None:
-        _expect("data" not in tensor, f"input {name!r}: give either 'data' or binary_data_size")
-        want = count * dtype.itemsize
-        _expect(
-            len(raw_bytes) == want,
-            f"input {name!r}: binary_data_size is {len(raw_bytes)} bytes, shape {shape} of"
-            f" {spec.datatype} needs {want}",
-        )
-        # Little-endian per the protocol; frombuffer shares the request's bytes without a copy.
-        return np.frombuffer(raw_bytes, dtype=dtype.newbyteorder("<")).reshape(shape)
-    data = tensor.get("data")
+    return shape
+
+
+def _from_json(data: Any, spec: TensorInfo, dtype: np.dtype) -> np.ndarray:
+    """A JSON `data` list as a flat-or-nested array of `dtype`, values of the right kind only."""
+    name = spec.name
     _expect(isinstance(data, list), f"input {name!r}: 'data' must be a list")
     try:
         raw = np.asarray(data)
@@ -211,11 +238,7 @@ def _decode_tensor(
             )
     except (ValueError, TypeError, OverflowError) as e:
         raise BadRequest(f"input {name!r}: data is not valid {spec.datatype}: {e}") from e
-    _expect(
-        array.size == count,
-        f"input {name!r}: {array.size} values given, shape {shape} needs {count}",
-    )
-    return array.reshape(shape)
+    return array
 
 
 def encode_response(

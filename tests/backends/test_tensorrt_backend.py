@@ -442,7 +442,7 @@ def test_available_with_tensorrt_only_where_a_gpu_answers(
 ) -> None:
     install("10.16.0")
     import runtime.backends as backends
-    import runtime.backends.tensorrt as trt_backend
+    import runtime.backends.tensorrt.backend as trt_backend  # where the backend looks it up
 
     def no_gpu() -> DeviceInfo:
         raise BackendError("no CUDA device", reason="cuda-error")
@@ -478,7 +478,7 @@ def test_configured_settings_reach_the_backend_and_its_cache_identity(
     install: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import runtime.backends as backends
-    import runtime.backends.tensorrt as trt_backend
+    import runtime.backends.tensorrt.backend as trt_backend  # where the backend looks it up
 
     install("10.3.0")
     monkeypatch.setattr(trt_backend, "cuda_device_info", lambda: DEVICE)

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from reconciler.state.journal import Journal, Record
-from reconciler.state.store import sha256_file
+from runtime.fsutil import sha256_file
 from tests.support.daemon import Daemon, trust
 from tests.support.kit import INPUT_SHAPE, Kit
 

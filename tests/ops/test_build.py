@@ -18,10 +18,10 @@ from reconciler.core.desired import HealthSpec, RetentionSpec, RolloutSpec, Shap
 from reconciler.core.errors import InvalidInput, RuntimeFailure, TransientError
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.state.atomic import TEMP_SUFFIX
-from reconciler.state.store import sha256_file
 from reconciler.verify.model import VerifiedModel, verify
 from runtime.backends.base import BackendError
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.fsutil import sha256_file
 from tests.support.units import golden, model_path, spec_from_doc
 
 BACKEND = OnnxRuntimeBackend()

@@ -13,7 +13,8 @@ import pytest
 
 from reconciler.core.errors import IntegrityError
 from reconciler.state.atomic import TEMP_SUFFIX, atomic_write, atomic_writer, sweep_temp_files
-from reconciler.state.store import CHUNK, Store, sha256_file
+from reconciler.state.store import Store
+from runtime.fsutil import CHUNK, sha256_file
 
 DATA = os.urandom(3 * CHUNK + 123)  # several chunks, so a failure can come mid-copy
 SHA = hashlib.sha256(DATA).hexdigest()

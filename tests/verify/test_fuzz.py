@@ -33,7 +33,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import runtime.serving.server
+import runtime.serving.handlers
 import runtime.serving.v2
 from reconciler.cli import main as cli
 from reconciler.core.desired import LoadError, ModelSpec
@@ -314,7 +314,7 @@ def test_the_model_answers_correctly_after_the_fuzzing(app: App, kit: Kit) -> No
 def test_body_over_the_limit_is_refused_without_reading_it(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime.serving.server, "MAX_BODY_BYTES", 10_000)
+    monkeypatch.setattr(runtime.serving.handlers, "MAX_BODY_BYTES", 10_000)
     sent: list[int] = []
 
     async def chunks() -> AsyncIterator[bytes]:  # chunked: no content-length to refuse early
