@@ -29,7 +29,7 @@ class Wait:
 
 
 class StepContext(Protocol):
-    """The operations steps may ask for; `reconciler.ops.context.StepContext` does the I/O."""
+    """The operations steps may ask for; `reconciler.ops.context.Operations` does the I/O."""
 
     def fetch(self, spec: ModelSpec) -> Detail: ...
     def verify(self, spec: ModelSpec) -> Detail: ...
