@@ -247,8 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         metrics=metrics,
         trust_dir=args.trust_dir,
+        memory_budget=args.memory_budget,
     )
-    controller.ctx.memory_budget = args.memory_budget
     host, port = args.listen
     log.info(
         "daemon.starting",

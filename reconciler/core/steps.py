@@ -20,7 +20,7 @@ Detail = dict[str, Any] | None  # what a step reports for its `done` journal rec
 
 
 class StepContext(Protocol):
-    """The operations steps may ask for; `reconciler.ops.context.StepContext` does the I/O."""
+    """The operations steps may ask for; `reconciler.ops.context.Operations` does the I/O."""
 
     def fetch(self, spec: ModelSpec) -> Detail: ...
     def verify(self, spec: ModelSpec) -> Detail: ...

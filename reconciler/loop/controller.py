@@ -18,12 +18,14 @@ from pathlib import Path
 import structlog
 
 from reconciler.core.desired import Desired, LoadError, ModelSpec
+from reconciler.core.observed import Observed
 from reconciler.core.plan import plan
 from reconciler.core.steps import AnyStep
 from reconciler.loop.executor import Executor
+from reconciler.loop.quarantine import Quarantine
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
-from reconciler.ops.context import StepContext
+from reconciler.ops.context import Operations
 from reconciler.source.load import read_desired
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
@@ -58,18 +60,28 @@ class Controller:
         threads: int | None = None,
         metrics: Metrics | None = None,
         trust_dir: Path | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.desired_dir = desired_dir
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
-        self.ctx = StepContext(state_dir, journal, repo, threads=threads)
-        self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
-        self.ctx.on_rollout_event = self.judge_now  # a candidate failed a request
-        self.executor = Executor(self.ctx, metrics)
+        self.ctx = Operations(
+            state_dir,
+            journal,
+            repo,
+            threads=threads,
+            memory_budget=memory_budget,
+            on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
+            on_rollout_event=self.judge_now,  # a candidate failed a request
+        )
+        self.quarantine = Quarantine()  # written by the executor only
+        self.executor = Executor(self.ctx, metrics, self.quarantine)
         # `hotswap rollback | retry` requests and the overrides in force
-        self.operator = OperatorRequests(self.ctx, state_dir)
+        self.operator = OperatorRequests(
+            self.ctx, state_dir, lift_quarantine=self.executor.lift_quarantine
+        )
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
         self.restored = False
@@ -118,7 +130,7 @@ class Controller:
         self._watcher.stop()
         self._loop_thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self.ctx.background.shutdown()
+        self.ctx.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
@@ -167,9 +179,8 @@ class Controller:
         # What is planned: desired state with the operator's overrides (`hotswap rollback`).
         planned = self.operator.effective(desired)
         specs = [*planned.models.values(), *desired.models.values()]
-        self.ctx.pinned_blobs = frozenset(s.sha256 for s in specs)
-        self.ctx.pinned_keys = frozenset(self.ctx.key_for(s) for s in specs)
-        observed = self.ctx.observe()
+        self.ctx.pin(specs)
+        observed = self.observe()
         steps = plan(planned, observed)
         self.passes += 1
         by_model: dict[str, list[AnyStep]] = {}
@@ -233,6 +244,11 @@ class Controller:
             # loop sleeps until the new due time rather than the one it computed before.
             self.wake()
 
+    def observe(self) -> Observed:
+        """The runtime and store as the planner sees them, quarantines included."""
+        held = self.quarantine.snapshot()
+        return self.ctx.observe(held.digests, held.errors)
+
     def refresh_trust(self) -> None:
         """Re-read the device trust policy; a broken policy file keeps the last good one."""
         try:
@@ -283,10 +299,10 @@ class Controller:
                 write_snapshot(
                     self.state_dir,
                     self.desired,
-                    self.ctx.observe(),
-                    self.repo.describe(),
+                    self.observe(),
+                    self.ctx.describe(),
                     self.ready(),
-                    progress=dict(self.ctx.progress),
+                    progress=self.ctx.download_progress(),
                     overrides=self.operator.snapshot(),
                 )
             except OSError as e:

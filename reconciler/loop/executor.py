@@ -1,13 +1,14 @@
 """The executor: runs one model's steps, journaling each transition before it acts.
 
-`StepContext` (reconciler.ops.context) holds every side effect a step may have; steps only say which
+`Operations` (reconciler.ops.context) holds every side effect a step may have; steps only say which
 of its operations they need. `Executor.run` is the one interpreter of outcomes:
 it writes `begin` durably before `apply`, then `done` or `failed` — or nothing yet, when the step
 says `Wait` (a rollout stage still running): the run stops there, the controller runs the plan
 again later, and the same step is resumed without a second `begin`; on a failure after the
 candidate was loaded it reverts (the active version never stopped serving); a terminal failure
 quarantines that desired digest so it is not retried in a loop, a transient one is retried by
-the controller with backoff.
+the controller with backoff. The executor is the one writer of the `Quarantine` (a swap or an
+unload ends it; so does the operator's retry, through `lift_quarantine`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import structlog
 from reconciler.core.desired import ModelSpec, spec_from_json
 from reconciler.core.errors import HotswapError, RuntimeFailure
 from reconciler.core.steps import AnyStep, Revert, Wait
-from reconciler.ops.context import StepContext
+from reconciler.loop.quarantine import Quarantine, Quarantined
+from reconciler.ops.context import Operations
 from runtime.serving.metrics import Metrics
 
 log = structlog.get_logger("hotswap.executor")
@@ -39,10 +41,16 @@ class Outcome:
 
 
 class Executor:
-    def __init__(self, ctx: StepContext, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Operations,
+        metrics: Metrics | None = None,
+        quarantine: Quarantine | None = None,
+    ) -> None:
         self.ctx = ctx
         self.journal = ctx.journal
         self.metrics = metrics or Metrics()
+        self.quarantine = quarantine if quarantine is not None else Quarantine()
         self._waiting: dict[str, AnyStep] = {}  # model -> step begun and waiting to finish
 
     def waiting_on(self, model: str) -> AnyStep | None:
@@ -110,6 +118,8 @@ class Executor:
             self.journal.append(
                 model, step.name, "done", from_version=from_version, detail=detail, **common
             )
+            if step.name in ("swap", "unload"):
+                self.quarantine.clear(model)
             log.info("step.done", model=model, step=step.name, version=common["to_version"])
         return Outcome(ok=True)
 
@@ -139,7 +149,7 @@ class Executor:
             reason=err.reason,
             error=err.message,
         )
-        self.ctx.last_error[model] = err.message
+        self.quarantine.note_error(model, err.message)
         slot = self.ctx.repo.get(model)
         loaded = slot is not None and slot.candidate is not None
         if (loaded or self.ctx.in_sequential_swap(model)) and not isinstance(step, Revert):
@@ -162,7 +172,7 @@ class Executor:
                 serving=revert_detail.get("serving") if revert_detail else None,
             )
         if err.terminal and spec is not None:
-            self.ctx.failures[model] = (spec.digest, err.message)
+            self.quarantine.quarantine(model, spec.digest, err.message)
         return Outcome(ok=False, reason=err.reason, message=err.message, terminal=err.terminal)
 
     def restore_all(self) -> dict[str, Outcome]:
@@ -204,8 +214,11 @@ class Executor:
         for rec in self.journal.records():
             if rec.step in ("swap", "unload", "retry") and rec.phase == "done":
                 # a promotion, an unload or an operator's `hotswap retry` ends a quarantine
-                self.ctx.failures.pop(rec.model, None)
-                self.ctx.last_error.pop(rec.model, None)
+                self.quarantine.clear(rec.model)
             elif rec.phase == "failed" and rec.details.get("terminal") and rec.desired_digest:
-                self.ctx.failures[rec.model] = (rec.desired_digest, rec.details.get("message", ""))
-                self.ctx.last_error[rec.model] = rec.details.get("message", "")
+                message = rec.details.get("message", "")
+                self.quarantine.quarantine(rec.model, rec.desired_digest, message)
+
+    def lift_quarantine(self, model: str) -> Quarantined | None:
+        """An operator's `hotswap retry`: plan this model again; returns what was lifted."""
+        return self.quarantine.clear(model)

@@ -18,6 +18,7 @@ Journal records written here (model column = the request's model, "-" when unrea
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,22 @@ from reconciler.core.override import (
     rollback_target,
 )
 from reconciler.operator.channel import Malformed, Request, pending, remove, requests_dir
-from reconciler.ops.context import StepContext
+from reconciler.ops.context import Operations
 
 log = structlog.get_logger("hotswap.operator")
 
 
 class OperatorRequests:
-    def __init__(self, ctx: StepContext, state_dir: Path) -> None:
+    def __init__(
+        self,
+        ctx: Operations,
+        state_dir: Path,
+        lift_quarantine: Callable[[str], tuple[str, str] | None] | None = None,
+    ) -> None:
+        """`lift_quarantine(model)`: the loop's way to end a quarantine for `hotswap retry`;
+        returns (digest, message) of what was quarantined, or None."""
         self.ctx = ctx
+        self._lift_quarantine = lift_quarantine
         self.journal = ctx.journal
         self.state_dir = state_dir
         self.overrides: dict[str, Override] = {}
@@ -202,8 +211,7 @@ class OperatorRequests:
 
     def _retry(self, request: Request, desired: Desired) -> None:
         model = request.model
-        failed = self.ctx.failures.pop(model, None)
-        self.ctx.last_error.pop(model, None)
+        failed = self._lift_quarantine(model) if self._lift_quarantine else None
         spec = desired.models.get(model)
         self.journal.append(
             model,

@@ -51,7 +51,7 @@ class Background:
 
 
 def heavy(method: F) -> F:
-    """Run a StepContext method on its `background` pool (at nice 10)."""
+    """Run a method of an ops piece on that piece's `background` pool (at nice 10)."""
 
     @functools.wraps(method)
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.desired import Desired, LoadError, spec_to_json
+from reconciler.loop.executor import Executor
+from reconciler.loop.quarantine import Quarantine
 from reconciler.operator.channel import Malformed, Request, pending, read, requests_dir, submit
 from reconciler.operator.handler import OperatorRequests
-from reconciler.ops.context import StepContext
+from reconciler.ops.context import Operations
 from reconciler.state.atomic import TEMP_SUFFIX
 from reconciler.state.journal import Journal
 from runtime.serving.slot import Instance, Repository
@@ -95,10 +97,16 @@ def test_pending_is_oldest_first_and_skips_temp_files(tmp_path: Path) -> None:
 
 # -- the daemon's side ---------------------------------------------------------------------------
 @pytest.fixture
-def desk(tmp_path: Path):
+def quarantine() -> Quarantine:
+    return Quarantine()
+
+
+@pytest.fixture
+def desk(tmp_path: Path, quarantine: Quarantine):
     journal = Journal(tmp_path / "journal.db")
-    ctx = StepContext(tmp_path, journal, Repository())
-    op = OperatorRequests(ctx, tmp_path)
+    ctx = Operations(tmp_path, journal, Repository())
+    executor = Executor(ctx, quarantine=quarantine)
+    op = OperatorRequests(ctx, tmp_path, lift_quarantine=executor.lift_quarantine)
     op.load()
     yield op
     journal.close()
@@ -214,12 +222,11 @@ def test_cancel_ends_the_override_or_is_refused(desk: OperatorRequests) -> None:
     assert desk.effective(DESIRED_V2).models["classifier"].version == "2"
 
 
-def test_retry_clears_the_quarantine_once(desk: OperatorRequests) -> None:
-    desk.ctx.failures["classifier"] = (spec("2").digest, "health-check: NaN")
-    desk.ctx.last_error["classifier"] = "health-check: NaN"
+def test_retry_clears_the_quarantine_once(desk: OperatorRequests, quarantine: Quarantine) -> None:
+    quarantine.quarantine("classifier", spec("2").digest, "health-check: NaN")
     request, _ = submit(desk.state_dir, "retry", "classifier", reason="registry fixed")
     assert desk.take(DESIRED_V2) == ["classifier"]
-    assert "classifier" not in desk.ctx.failures and "classifier" not in desk.ctx.last_error
+    assert "classifier" not in quarantine and quarantine.last_error("classifier") is None
     [rec] = records(desk, "retry")
     assert rec.details["cleared_digest"] == spec("2").digest
     assert rec.details["previous_error"] == "health-check: NaN"
@@ -242,10 +249,8 @@ def test_a_request_already_journaled_is_not_applied_twice(desk: OperatorRequests
 
 
 def test_a_retry_in_the_journal_ends_the_quarantine_after_a_restart(
-    desk: OperatorRequests,
+    desk: OperatorRequests, quarantine: Quarantine
 ) -> None:
-    from reconciler.loop.executor import Executor
-
     digest = spec("3").digest
     desk.journal.append(
         "classifier",
@@ -254,11 +259,11 @@ def test_a_retry_in_the_journal_ends_the_quarantine_after_a_restart(
         desired_digest=digest,
         detail={"terminal": True, "message": "NaN"},
     )
-    executor = Executor(desk.ctx)
+    executor = Executor(desk.ctx, quarantine=quarantine)
     executor.restore_all()  # reloads the quarantine
-    assert desk.ctx.failures["classifier"] == (digest, "NaN")
+    assert quarantine.get("classifier") == (digest, "NaN")
     submit(desk.state_dir, "retry", "classifier")
     desk.take(Desired({"classifier": spec("3")}))
-    desk.ctx.failures.clear()
+    quarantine.clear("classifier")  # as after a restart: only the journal remembers
     executor.restore_all()
-    assert "classifier" not in desk.ctx.failures
+    assert "classifier" not in quarantine

@@ -16,7 +16,8 @@ import pytest
 from reconciler.core.desired import Desired, HealthSpec, ModelSpec, ShapeRange, TensorSpec
 from reconciler.core.plan import plan
 from reconciler.loop.executor import Executor
-from reconciler.ops.context import StepContext
+from reconciler.ops.backends import Backends
+from reconciler.ops.context import Operations
 from reconciler.state.journal import Journal
 from reconciler.trust.policy import TrustPolicy
 from runtime.serving.slot import Repository
@@ -55,12 +56,15 @@ def _spec(tmp_path: Path) -> ModelSpec:
     )
 
 
-def _context(tmp_path: Path, be: Any) -> StepContext:
-    ctx = StepContext(tmp_path / "state", Journal(tmp_path / "state" / "journal.db"), Repository())
-    ctx.policy = TrustPolicy(keys={}, allow_unsigned=True)  # the point here is the backend
-    ctx._backends["tensorrt"] = be
-    ctx._backend_versions = (("tensorrt", be.cache_identity),)
-    return ctx
+def _context(tmp_path: Path, be: Any, **shared: Any) -> Operations:
+    return Operations(
+        tmp_path / "state",
+        Journal(tmp_path / "state" / "journal.db"),
+        Repository(),
+        policy=TrustPolicy(keys={}, allow_unsigned=True),  # the point here is the backend
+        backends=Backends({"tensorrt": be}, identities={"tensorrt": be.cache_identity}),
+        **shared,
+    )
 
 
 def test_reconcile_deploys_a_tensorrt_engine_and_rebuilds_for_another_gpu(
@@ -95,9 +99,7 @@ def test_reconcile_deploys_a_tensorrt_engine_and_rebuilds_for_another_gpu(
         device=dataclasses.replace(DEVICE, gpu_name="NVIDIA H100", compute_capability="9.0"),
         trt_module="tests.support.fake_tensorrt",
     )
-    moved = _context(tmp_path / "moved", other)
-    moved.store = ctx.store
-    moved.artifacts = ctx.artifacts
+    moved = _context(tmp_path / "moved", other, store=ctx.store, artifacts=ctx.artifacts)
     names = [s.name for s in plan(Desired(models={"doubler": spec}), moved.observe())]
     assert "build" in names and "fetch" not in names
 

@@ -1,0 +1,196 @@
+"""Loaded versions: load, warm, health-check, swap, revert, restore, unload.
+
+The warm, health-check, swap, revert and unload steps come here (through `Operations`), and so
+does startup restore. Every instance is loaded from a verified, built artifact (`Preparer`),
+after memory planning made room (`MemoryPlanner`), and carries in its meta what the control
+plane needs to recognise it again (sha256, build key, desired digest, who authorised it, its
+memory). What a candidate passed of its rollout lives in `RolloutProgress`, cleared here
+whenever the candidate changes. The revert of a sequential swap reads the journal for the last
+promoted version (kept here, in one place, until the journal has a typed query module).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.desired import ModelSpec, spec_from_json, spec_to_json
+from reconciler.core.errors import HotswapError, RuntimeFailure
+from reconciler.core.steps import Detail
+from reconciler.ops.authorization import Authorizer
+from reconciler.ops.backends import Backends
+from reconciler.ops.background import Background, heavy
+from reconciler.ops.memory import MemoryPlanner, memory_need
+from reconciler.ops.prepare import Preparer
+from reconciler.ops.rollout import RolloutProgress
+from reconciler.state.crashpoint import crashpoint
+from reconciler.state.journal import Journal
+from reconciler.verify.health import health_check, warm_up
+from runtime.serving.slot import Instance, ModelSlot, Repository
+
+
+def _matches(inst: Instance, spec: ModelSpec, key: str) -> bool:
+    return inst.meta.get("build_key") == key and inst.meta.get("digest") == spec.digest
+
+
+class Instances:
+    def __init__(
+        self,
+        repo: Repository,
+        journal: Journal,
+        prepare: Preparer,
+        authorizer: Authorizer,
+        backends: Backends,
+        memory: MemoryPlanner,
+        progress: RolloutProgress,
+        background: Background,
+        threads: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.journal = journal
+        self.prepare = prepare
+        self.authorizer = authorizer
+        self.backends = backends
+        self.memory = memory
+        self.progress = progress
+        self.background = background
+        self.threads = threads  # inference threads per session (None: the backend's default)
+
+    def load(self, spec: ModelSpec, key: str, artifact: Path | None = None) -> Instance:
+        artifact = artifact or self.prepare.artifact(spec, key)
+        verified = self.prepare.verified(spec)
+        backend = self.backends.get(spec.backend)
+        need = memory_need(backend, artifact)
+        try:
+            session = backend.load(artifact, threads=self.threads)
+        except HotswapError:
+            raise
+        except Exception as e:
+            raise RuntimeFailure(
+                f"load {spec.name} v{spec.version}: {e}", reason="load-failed"
+            ) from e
+        meta = {
+            "sha256": spec.sha256,
+            "build_key": key,
+            "digest": spec.digest,
+            "source_file": spec.file,
+            "backend": spec.backend,
+            "precision": spec.precision,
+            "platform": {"tensorrt": "tensorrt_plan"}.get(spec.backend, f"{spec.backend}_onnx"),
+            "authorization": self.authorizer.authorize(spec).to_json(),  # cached by verify
+            "interface": [t.name for t in verified.inputs + verified.outputs],
+            "memory": need,
+        }
+        return Instance(spec.name, spec.version, session, meta)
+
+    @heavy
+    def warm(self, spec: ModelSpec, key: str) -> Detail:
+        artifact = self.prepare.artifact(spec, key)
+        backend = self.backends.get(spec.backend)
+        sequential = self.memory.make_room(spec, backend, artifact)
+        inst = self.load(spec, key, artifact)
+        try:
+            warm_up(spec, inst.session)
+        except BaseException:
+            inst.retire()
+            raise
+        self.progress.clear(spec.name)  # a new candidate has passed nothing yet
+        self.repo.slot(spec.name).set_candidate(inst)
+        detail: dict[str, Any] = {
+            "iterations": spec.health.warmup_iterations,
+            "memory": inst.meta["memory"],
+        }
+        if sequential:
+            detail["sequential"] = True
+        return detail
+
+    @heavy
+    def health_check(self, spec: ModelSpec) -> Detail:
+        cand = self.repo.slot(spec.name).candidate
+        if cand is None or cand.meta.get("digest") != spec.digest:
+            raise RuntimeFailure(
+                f"health-check {spec.name} v{spec.version}: no candidate loaded",
+                reason="no-candidate",
+            )
+        report = health_check(spec, cand.session)
+        cand.healthy = True
+        return report.to_json()
+
+    def swap(self, spec: ModelSpec) -> Detail:
+        slot = self.repo.slot(spec.name)
+        old = slot.active.version if slot.active else None
+        standby = slot.standby
+        back = (
+            slot.candidate is None
+            and standby is not None
+            and _matches(standby, spec, self.backends.key_for(spec))
+        )
+        new = self._promote_standby(spec, slot) if back else self._promote_candidate(spec, slot)
+        crashpoint("swap:flipped")
+        self.progress.clear(spec.name)
+        unavailable = self.memory.end_sequential(spec.name)
+        return {
+            **(
+                {"sequential": True, "unavailable_ms": unavailable}
+                if unavailable is not None
+                else {}
+            ),
+            "promoted": new.version,
+            "previous": old,
+            "build_key": new.meta["build_key"],
+            "spec": spec_to_json(spec),
+            # who authorised it (key id, manifest digest); the git commit is the record's revision
+            "authorization": new.meta.get("authorization"),
+        }
+
+    def _promote_standby(self, spec: ModelSpec, slot: ModelSlot) -> Instance:
+        # Going back to the version kept warm: one pointer change, no load, no warm-up — but
+        # still under today's trust policy (a key revoked or a min_version raised since).
+        self.authorizer.authorize(spec)
+        return slot.promote_standby(spec.retention.keep_standby, decided_at=time.perf_counter())
+
+    def _promote_candidate(self, spec: ModelSpec, slot: ModelSlot) -> Instance:
+        cand = slot.candidate
+        judged = self.progress.passed(spec.name, cand.meta.get("digest", "")) if cand else 0
+        if judged < len(spec.rollout.stages):
+            # The planner never asks for this; the check makes "never promoted unjudged" a
+            # property of the swap itself, not of every path that might reach it.
+            raise RuntimeFailure(
+                f"swap {spec.name} v{spec.version}: the candidate passed {judged} of"
+                f" {len(spec.rollout.stages)} {spec.rollout.strategy} stages",
+                reason="rollout-unjudged",
+            )
+        return slot.promote_candidate(spec.retention.keep_standby)
+
+    def revert(self, model: str, reason: str) -> Detail:
+        slot = self.repo.get(model)
+        dropped = slot.drop_candidate() if slot else None
+        self.progress.clear(model)
+        detail: dict[str, Any] = {"dropped": dropped.version if dropped else None, "reason": reason}
+        if self.memory.in_sequential_swap(model):
+            # The active version was unloaded to make room: bring the last promoted one back.
+            promoted = self.journal.last_promoted().get(model)
+            if promoted is not None:
+                spec = spec_from_json(promoted.details["spec"])
+                self.authorizer.seed(spec, promoted.details.get("authorization"))
+                self.restore(spec)
+                detail["resumed"] = spec.version
+            detail["unavailable_ms"] = self.memory.end_sequential(model)
+        detail["serving"] = slot.active.version if slot and slot.active else None
+        return detail
+
+    def unload(self, model: str) -> Detail:
+        self.repo.remove(model)
+        self.progress.clear(model)
+        return {}
+
+    def restore(self, spec: ModelSpec) -> Detail:
+        """Serve a previously promoted version again: verify, build if needed, load, activate."""
+        if not self.prepare.store.has(spec.sha256):
+            self.prepare.download(spec)
+        key = self.backends.key_for(spec)
+        inst = self.load(spec, key)
+        inst.healthy = True
+        self.repo.slot(spec.name).activate(inst)
+        return {"restored": spec.version, "build_key": key}

@@ -1,0 +1,125 @@
+"""Preparing a deployment before anything is loaded: fetch, verify, build.
+
+The fetch, verify and build steps come here (through `Operations`), and so do warm and restore
+for the verified, built artifact they load. Verification is an in-memory proof (a
+`VerifiedModel`, kept per model here): build and load accept nothing else, so whatever needs an
+artifact goes through `artifact()`, which verifies and builds again when the proof is missing.
+Downloads report their progress (`downloads()`), which the controller shows in status.
+
+Hashing, checking and building keep a core busy: the steps run on the niced `background` pool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from reconciler.core.desired import ModelSpec
+from reconciler.core.errors import TransientError
+from reconciler.core.steps import Detail
+from reconciler.fetch.download import fetch
+from reconciler.fetch.transports import ProgressBar
+from reconciler.ops.artifacts import ArtifactCache
+from reconciler.ops.authorization import Authorizer
+from reconciler.ops.backends import Backends
+from reconciler.ops.background import Background, heavy
+from reconciler.state.store import Store
+from reconciler.verify.model import VerifiedModel, verify
+
+REPORT_EVERY_S = 1.0  # how often a download in flight wakes the status writer
+
+
+class Preparer:
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactCache,
+        authorizer: Authorizer,
+        backends: Backends,
+        background: Background,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.authorizer = authorizer
+        self.backends = backends
+        self.background = background
+        # Downloads in flight: model -> (bytes, total); `on_progress` (the controller's status
+        # writer) is called at most once a second while they run.
+        self._progress: dict[str, tuple[int, int | None]] = {}
+        self._on_progress = on_progress
+        self._verified: dict[str, VerifiedModel] = {}
+
+    def downloads(self) -> dict[str, tuple[int, int | None]]:
+        return dict(self._progress)
+
+    @heavy
+    def fetch(self, spec: ModelSpec) -> Detail:
+        path = self.download(spec)
+        return {"blob": path.name, "bytes": path.stat().st_size}
+
+    def download(self, spec: ModelSpec) -> Path:
+        """The blob of `spec` in the store, fetched with progress; at most the signed size."""
+        bar = ProgressBar(f"{spec.name} v{spec.version}")
+        written = [float("-inf")]  # this download's first report is shown at once
+
+        def progress(done: int, total: int | None) -> None:
+            self._progress[spec.name] = (done, total)
+            bar(done, total)
+            now = time.monotonic()
+            if self._on_progress and now - written[0] >= REPORT_EVERY_S:
+                written[0] = now
+                self._on_progress()
+
+        # Metadata before bytes: the signed manifest says how big the model may be.
+        auth = self.authorizer.authorize(spec)
+        policy = self.authorizer.policy
+        cap = min(auth.size, policy.max_model_bytes) if auth.size else policy.max_model_bytes
+        try:
+            return fetch(
+                spec, self.store, max_bytes=cap, allow_http=policy.allow_http, progress=progress
+            )
+        finally:
+            self._progress.pop(spec.name, None)
+            bar.close()
+
+    @heavy
+    def verify(self, spec: ModelSpec) -> Detail:
+        path = self.store.path(spec.sha256)
+        if not path.is_file():
+            raise TransientError(
+                f"verify {spec.name} v{spec.version}: blob {spec.sha256[:12]} is not in the store",
+                reason="blob-missing",
+            )
+        auth = self.authorizer.authorize(spec)
+        policy = self.authorizer.policy
+        self._verified[spec.name] = verify(
+            spec,
+            path,
+            allowed_domains=policy.allowed_domains,
+            max_bytes=policy.max_model_bytes,
+        )
+        checks = ["signature" if auth.signed else "UNSIGNED", "sha256", "onnx", "interface"]
+        return {"sha256": spec.sha256, "checks": checks, "authorization": auth.to_json()}
+
+    def verified(self, spec: ModelSpec) -> VerifiedModel:
+        """The proof for exactly this deployment, verifying again when it is missing or stale."""
+        v = self._verified.get(spec.name)
+        if v is None or v.spec.digest != spec.digest:
+            self.verify(spec)
+            v = self._verified[spec.name]
+        return v
+
+    @heavy
+    def build(self, spec: ModelSpec, key: str) -> Detail:
+        backend = self.backends.get(spec.backend)
+        path = self.artifacts.build(self.verified(spec), key, backend)
+        return {"build_key": key, "artifact": str(path), "bytes": path.stat().st_size}
+
+    def artifact(self, spec: ModelSpec, key: str) -> Path:
+        """The verified, built artifact for `spec`, its own sha256 checked (once per load)."""
+        self.verified(spec)
+        if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
+            self.build(spec, key)
+        return self.artifacts.open(key)
