@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.desired import ModelSpec, spec_from_json, spec_to_json
-from reconciler.core.errors import HotswapError, RuntimeFailure
+from reconciler.core.errors import RuntimeFailure
 from reconciler.core.steps import Detail
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -27,6 +27,7 @@ from reconciler.ops.rollout import RolloutProgress
 from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
 from reconciler.verify.health import health_check, warm_up
+from runtime.backends import BackendError
 from runtime.serving.slot import Instance, ModelSlot, Repository
 
 
@@ -64,11 +65,11 @@ class Instances:
         need = memory_need(backend, artifact)
         try:
             session = backend.load(artifact, threads=self.threads)
-        except HotswapError:
-            raise
-        except Exception as e:
+        except BackendError as e:
+            # Backends translate their library's errors; anything else is a bug in the backend
+            # and goes up as unexpected (retried a few times), not as a verdict on the model.
             raise RuntimeFailure(
-                f"load {spec.name} v{spec.version}: {e}", reason="load-failed"
+                f"load {spec.name} v{spec.version}: {e}", reason=e.reason or "load-failed"
             ) from e
         meta = {
             "sha256": spec.sha256,
