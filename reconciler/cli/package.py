@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reconciler.trust.policy import Authorization, Manifest, TrustPolicy
+    from reconciler.trust.manifest import Manifest
+    from reconciler.trust.policy import Authorization, TrustPolicy
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
@@ -224,9 +225,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     def body() -> None:
+        from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE
         from reconciler.trust.signing import (
-            MANIFEST_FILE,
-            MODEL_FILE,
             file_digest,
             key_id,
             load_private_key,
@@ -263,8 +263,9 @@ def verify_package(
     """Check a package on disk as a device would: signature, every file's sha256 and size,
     expiry, min_version. InvalidInput for missing files, IntegrityError when it does not verify."""
     from reconciler.core.errors import IntegrityError, InvalidInput
-    from reconciler.trust.policy import authorize, check_signatures, parse_manifest
-    from reconciler.trust.signing import MANIFEST_FILE, MODEL_FILE, file_digest
+    from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE, parse_manifest
+    from reconciler.trust.policy import authorize, check_signatures
+    from reconciler.trust.signing import file_digest
 
     manifest_path = path / MANIFEST_FILE if path.is_dir() else path
     if not manifest_path.is_file():
