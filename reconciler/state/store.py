@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from reconciler.core.errors import IntegrityError
 from reconciler.state.atomic import fsync_dir
 from reconciler.state.crashpoint import crashpoint
-from reconciler.core.errors import IntegrityError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20

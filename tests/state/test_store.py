@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state.atomic import TEMP_SUFFIX, atomic_write, atomic_writer, sweep_temp_files
 from reconciler.core.errors import IntegrityError
+from reconciler.state.atomic import TEMP_SUFFIX, atomic_write, atomic_writer, sweep_temp_files
 from reconciler.state.store import CHUNK, Store, sha256_file
 
 DATA = os.urandom(3 * CHUNK + 123)  # several chunks, so a failure can come mid-copy
