@@ -53,20 +53,35 @@ class Controller:
         state_dir: Path,
         journal: Journal,
         repo: Repository,
+        *,
         resync_s: float = 30.0,
         workers: int = 2,
         threads: int | None = None,
+        memory_budget: int | None = None,
         metrics: Metrics | None = None,
         trust_dir: Path | None = None,
     ) -> None:
+        """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
+
+        Settings are keyword arguments rather than one settings object because the step
+        context below takes only its share of them and lives in a lower layer (ops), which
+        may not import a type defined here; keyword-only, so each caller names what it sets.
+        Nothing is configured by assigning attributes after construction.
+        """
         self.desired_dir = desired_dir
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
-        self.ctx = StepContext(state_dir, journal, repo, threads=threads)
-        self.ctx.on_progress = self.write_status  # bytes/total of downloads for `hotswap status`
-        self.ctx.on_rollout_event = self.judge_now  # a candidate failed a request
+        self.ctx = StepContext(
+            state_dir,
+            journal,
+            repo,
+            threads=threads,
+            memory_budget=memory_budget,
+            on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
+            on_rollout_event=self.judge_now,  # a candidate failed a request
+        )
         self.executor = Executor(self.ctx, metrics)
         # `hotswap rollback | retry` requests and the overrides in force
         self.operator = OperatorRequests(self.ctx, state_dir)

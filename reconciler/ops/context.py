@@ -71,6 +71,11 @@ class StepContext:
         repo: Repository,
         threads: int | None = None,
         policy: TrustPolicy | None = None,
+        *,
+        memory_budget: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_progress: Callable[[], None] | None = None,
+        on_rollout_event: Callable[[str], None] | None = None,
     ) -> None:
         self.state_dir = state_dir
         # The device's trust policy: from the device's trust dir, never from desired state.
@@ -94,15 +99,15 @@ class StepContext:
         # Downloads in flight: model -> (bytes, total); `on_progress` (the controller's status
         # writer) is called at most once a second while they run.
         self.progress: dict[str, tuple[int, int | None]] = {}
-        self.on_progress: Callable[[], None] | None = None
+        self.on_progress = on_progress
         # Memory all loaded instances may use (bytes; None: no limit but the device's own).
         # When a candidate cannot be loaded beside the active version, the swap is sequential.
-        self.memory_budget: int | None = None
+        self.memory_budget = memory_budget
         self._sequential: dict[str, float] = {}  # model -> when its active version was unloaded
-        self.clock: Callable[[], float] = time.monotonic  # rollout stage timing (tests inject)
+        self.clock = clock  # rollout stage timing (tests inject)
         # Called when a candidate in a rollout stage fails a request, so the controller judges
         # the stage at once instead of at its next poll.
-        self.on_rollout_event: Callable[[str], None] | None = None  # (model)
+        self.on_rollout_event = on_rollout_event  # (model)
 
     # -- observation -----------------------------------------------------------------------
     def observe(self) -> Observed:
