@@ -154,6 +154,25 @@ def _check_min_version(policy: TrustPolicy, name: str, version: str) -> None:
         )
 
 
+def _without_manifest(
+    policy: TrustPolicy, name: str, version: str, signature: bytes | None
+) -> Authorization:
+    if signature is not None:
+        raise IntegrityError(
+            "invalid manifest: a signature without its manifest.json", reason="manifest-invalid"
+        )
+    if not policy.allow_unsigned:
+        raise IntegrityError(
+            f"{name} v{version} has no signed manifest and {policy.source} requires one: "
+            "publish it with `hotswap publish` and set spec.model.manifest (the device "
+            f"trusts the hotswap.pub files in {policy.source}), or, not recommended, set "
+            f"allow_unsigned: true in {policy.source}/policy.yaml",
+            reason="unsigned",
+        )
+    _check_min_version(policy, name, version)
+    return Authorization(signed=False, unsigned_opt_in=True)
+
+
 def authorize(
     policy: TrustPolicy,
     *,
@@ -172,22 +191,7 @@ def authorize(
     if now.tzinfo is None:
         raise ValueError("authorize() needs a timezone-aware `now`")
     if manifest is None:
-        if signature is not None:
-            raise IntegrityError(
-                "invalid manifest: a signature without its manifest.json",
-                reason="manifest-invalid",
-            )
-        if not policy.allow_unsigned:
-            raise IntegrityError(
-                f"{name} v{version} has no signed manifest and {policy.source} requires one: "
-                "publish it with `hotswap publish` and set spec.model.manifest (the device "
-                f"trusts the hotswap.pub files in {policy.source}), or, not recommended, set "
-                f"allow_unsigned: true in {policy.source}/policy.yaml",
-                reason="unsigned",
-            )
-        _check_min_version(policy, name, version)
-        return Authorization(signed=False, unsigned_opt_in=True)
-
+        return _without_manifest(policy, name, version, signature)
     keyid: str | None = None
     if signature is not None:
         keyid = check_signatures(policy, manifest, signature)
