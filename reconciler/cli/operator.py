@@ -3,8 +3,9 @@
 Registered into the main parser by `reconciler.cli.main` (`add_commands`). The command writes a
 request into the state directory (reconciler.operator.channel) — never through the HTTP API, which only
 serves — then follows the journal (the daemon records what it did with the request, under the
-request's id) and the status snapshot (what is served) until the outcome is known or `--wait`
-runs out. Exit codes: 0 done, 1 refused, failed, timed out or no daemon running (the request
+request's id) and the status snapshot (what is served: done when the version asked for is in
+sync, `reconciler.core.insync`, as `hotswap status` would say) until the outcome is known or
+`--wait` runs out. Exit codes: 0 done, 1 refused, failed, timed out or no daemon running (the request
 then stays queued and is applied when the daemon starts), 2 usage.
 """
 
@@ -15,9 +16,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+if TYPE_CHECKING:
+    from reconciler.core.desired import ModelSpec
+
+from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+
 POLL_S = 0.1
 
 ROLLBACK_EPILOG = """\
@@ -138,6 +143,7 @@ class _Follower:
     def __init__(self, args: argparse.Namespace, path: Path) -> None:
         self.state: Path = args.state_dir
         self.model: str = args.model
+        self.desired_dir: Path = args.desired
         self.path = path
         self.deadline = time.monotonic() + args.wait
         self._journal: Any = None
@@ -152,11 +158,17 @@ class _Follower:
                 return []
         return list(self._journal.records(self.model))
 
-    def active(self) -> dict[str, Any]:
-        from reconciler.state.status import read_snapshot
+    def in_sync(self, spec: ModelSpec | None) -> bool:
+        """The daemon's snapshot serves `spec` with nothing left to do (as `hotswap status`
+        says "in sync" or "overridden")."""
+        from reconciler.cli.offline import model_in_sync
 
-        snapshot = read_snapshot(self.state) or {}
-        return (snapshot.get("models", {}).get(self.model) or {}).get("active") or {}
+        return spec is not None and model_in_sync(self.state, spec)
+
+    def desired_spec(self) -> ModelSpec | None:
+        from reconciler.source.load import read_desired
+
+        return read_desired(self.desired_dir).models.get(self.model)
 
     def tick(self) -> str | None:
         """Sleep a poll interval; a reason to stop waiting, or None."""
@@ -235,12 +247,13 @@ def _report_cancel(f: _Follower, rec: Any) -> int:
 
 
 def _follow_rollback(f: _Follower, rec: Any) -> int:
+    from reconciler.core.desired import spec_from_json
+
     detail = rec.details
     target = rec.to_version
-    sha256 = (detail.get("spec") or {}).get("sha256")
+    spec = spec_from_json(detail["spec"]) if detail.get("spec") else None
     while True:
-        active = f.active()
-        if active.get("version") == target and active.get("sha256") == sha256:
+        if f.in_sync(spec):
             was = f"v{rec.from_version}" if rec.from_version else "nothing"
             desired = detail.get("desired_version")
             until = (
@@ -291,6 +304,7 @@ def _follow_retry(f: _Follower, rec: Any) -> int:
         )
         return EXIT_OK
     cleared = detail.get("cleared_digest")
+    spec = None if cleared else f.desired_spec()
     print(
         f"{f.model}: "
         + (
@@ -314,7 +328,7 @@ def _follow_retry(f: _Follower, rec: Any) -> int:
                     f" {later.details.get('message', '')} ({again})"
                 )
                 return EXIT_FAILURE
-        if not cleared and f.active().get("version") == version:
+        if not cleared and f.in_sync(spec):
             print(f"{f.model}: v{version} is serving")
             return EXIT_OK
         stop = f.tick()
@@ -324,28 +338,3 @@ def _follow_retry(f: _Follower, rec: Any) -> int:
         if stop:
             print(f"{f.model}: the new attempt of v{version} is still running; see hotswap status")
             return EXIT_OK
-
-
-def with_overrides(snapshot: dict[str, Any] | None, desired: Any) -> tuple[Any, dict[str, Any]]:
-    """For `hotswap plan` and `status`: desired state as the daemon plans it (its overrides,
-    from its status snapshot, applied) and the overrides still in force for this desired state."""
-    from reconciler.core.override import effective_desired, overrides_from_snapshot
-
-    overrides = overrides_from_snapshot((snapshot or {}).get("overrides"))
-    planned, ended = effective_desired(desired, overrides)
-    over = {m for m, _ in ended}
-    return planned, {m: o for m, o in overrides.items() if m not in over}
-
-
-def override_row(override: Any) -> dict[str, Any]:
-    """An override in `hotswap status --json` (its full spec stays in the snapshot)."""
-    return {
-        "version": override.spec.version,
-        "desired_version": override.desired_version,
-        "reason": override.reason,
-        "user": override.user,
-        "request_id": override.request_id,
-        "seq": override.seq,
-        "set_at": override.set_at,
-        "text": override.describe(),
-    }

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reconciler.trust.policy import Authorization, Manifest, TrustPolicy
+    from reconciler.trust.manifest import Manifest
+    from reconciler.trust.policy import Authorization, TrustPolicy
 
-EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
 
 SERVE_EPILOG = """\
 serving a registry: the directory is plain files, so any static HTTP server will do, e.g.
@@ -91,26 +92,36 @@ def finish_args(args: argparse.Namespace) -> argparse.Namespace:
 
 def add_commands(sub: Any, common_parent: argparse.ArgumentParser) -> None:
     """Register keygen, sign, publish and verify on the main parser's subparsers."""
-    raw = argparse.RawDescriptionHelpFormatter
+    _add_keygen(sub)
+    _add_sign(sub)
+    _add_publish(sub)
+    _add_verify(sub, common_parent)
 
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _add_keygen(sub: Any) -> None:
     kg = sub.add_parser(
         "keygen",
         help="make an ed25519 signing key pair for publishing models",
         description="Write hotswap.key (private, PKCS8 PEM, mode 0600) and hotswap.pub into DIR."
         " Never overwrites an existing key.",
         epilog=KEYGEN_EPILOG,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     kg.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write them")
     kg.set_defaults(handler=cmd_keygen)
 
+
+def _add_sign(sub: Any) -> None:
     sg = sub.add_parser(
         "sign",
         help="sign a manifest.json (adds a signature when MANIFEST.sig exists)",
         description="Sign the exact bytes of a manifest; writes MANIFEST.sig, or adds this key's"
         " signature to it (a rollover carries two).",
         epilog=SIGN_EPILOG,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     sg.add_argument("manifest", type=Path, metavar="MANIFEST")
     sg.add_argument(
@@ -118,6 +129,8 @@ def add_commands(sub: Any, common_parent: argparse.ArgumentParser) -> None:
     )
     sg.set_defaults(handler=cmd_sign)
 
+
+def _add_publish(sub: Any) -> None:
     pb = sub.add_parser(
         "publish",
         help="package and sign a model into a registry directory",
@@ -125,7 +138,7 @@ def add_commands(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         " (name, version, sha256 and size, the interface read from the ONNX graph, created time,"
         " optional expiry).",
         epilog=PUBLISH_EPILOG,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     pb.add_argument("model", type=Path, metavar="MODEL.onnx")
     pb.add_argument("--name", required=True, help="model name (as metadata.name in desired state)")
@@ -144,13 +157,15 @@ def add_commands(sub: Any, common_parent: argparse.ArgumentParser) -> None:
     )
     pb.set_defaults(handler=cmd_publish)
 
+
+def _add_verify(sub: Any, common_parent: argparse.ArgumentParser) -> None:
     vf = sub.add_parser(
         "verify",
         parents=[common_parent],
         help="check a signed package against this device's trust policy",
         description="Verify a package directory (REGISTRY/NAME/VERSION) or its manifest.json.",
         epilog=VERIFY_EPILOG,
-        formatter_class=raw,
+        formatter_class=_RAW,
     )
     vf.add_argument("path", type=Path, metavar="PATH")
     add_trust_dir_option(vf)
@@ -224,9 +239,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     def body() -> None:
+        from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE
         from reconciler.trust.signing import (
-            MANIFEST_FILE,
-            MODEL_FILE,
             file_digest,
             key_id,
             load_private_key,
@@ -263,8 +277,9 @@ def verify_package(
     """Check a package on disk as a device would: signature, every file's sha256 and size,
     expiry, min_version. InvalidInput for missing files, IntegrityError when it does not verify."""
     from reconciler.core.errors import IntegrityError, InvalidInput
-    from reconciler.trust.policy import authorize, check_signatures, parse_manifest
-    from reconciler.trust.signing import MANIFEST_FILE, MODEL_FILE, file_digest
+    from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE, parse_manifest
+    from reconciler.trust.policy import authorize, check_signatures
+    from reconciler.trust.signing import file_digest
 
     manifest_path = path / MANIFEST_FILE if path.is_dir() else path
     if not manifest_path.is_file():

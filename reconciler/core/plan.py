@@ -52,7 +52,9 @@ def plan(desired: Desired, observed: Observed) -> list[AnyStep]:
     return steps
 
 
-def in_sync(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool:
+def _serves(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool:
+    """The active instance is spec's version, built with the key this device gives it now (a
+    backend upgrade changes the key). Not yet "in sync": see reconciler.core.insync."""
     active = current.active
     key = build_key(spec, observed.backend_version(spec.backend))
     return active is not None and active.version == spec.version and active.build_key == key
@@ -60,7 +62,7 @@ def in_sync(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool
 
 def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> list[AnyStep]:
     quarantined = current.failed_digest == spec.digest
-    synced = in_sync(spec, current, observed)
+    synced = _serves(spec, current, observed)
     if synced or quarantined:
         steps: list[AnyStep] = []
         if current.candidate is not None:

@@ -55,13 +55,21 @@ class Controller:
         state_dir: Path,
         journal: Journal,
         repo: Repository,
+        *,
         resync_s: float = 30.0,
         workers: int = 2,
         threads: int | None = None,
+        memory_budget: int | None = None,
         metrics: Metrics | None = None,
         trust_dir: Path | None = None,
-        memory_budget: int | None = None,
     ) -> None:
+        """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
+
+        Settings are keyword arguments rather than one settings object because the step
+        context below takes only its share of them and lives in a lower layer (ops), which
+        may not import a type defined here; keyword-only, so each caller names what it sets.
+        Nothing is configured by assigning attributes after construction.
+        """
         self.desired_dir = desired_dir
         self.state_dir = state_dir
         self.journal = journal

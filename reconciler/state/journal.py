@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.canonical import canonical_json
 from reconciler.state.crashpoint import crashpoint
 
 GENESIS = "0" * 64
@@ -40,10 +41,6 @@ _COLUMNS = (
     "seq", "time", "model", "from_version", "to_version", "step", "phase",
     "desired_digest", "revision", "detail", "prev_hash", "hash",
 )  # fmt: skip
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """The status snapshot: `<state>/status.json`, written atomically by the daemon after every change.
 
-`hotswap status` and `hotswap plan` run in other processes; they read this snapshot rather than
-asking the daemon over HTTP, so they work with the daemon stopped (showing the last known state)
-and need no control endpoint that could change what is served.
+`hotswap status`, `hotswap plan` and the operator commands run in other processes; they read
+this snapshot rather than asking the daemon over HTTP, so they work with the daemon stopped
+(showing the last known state) and need no control endpoint that could change what is served.
+It carries everything they need to decide, as the daemon does, whether a model is in sync
+(`reconciler.core.insync`): each instance's build key and the daemon's own backend versions
+(`backend_versions`), which are part of the build key and which the CLI could not learn by
+probing the backends itself (the daemon may run them with other options, e.g. a TensorRT
+workspace).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ def write_snapshot(
         "errors": [e.to_json() for e in desired.errors] if desired else [],
         # operator overrides in force (`hotswap rollback`): model -> Override.to_json()
         "overrides": overrides or {},
+        # backend -> cache identity, as the daemon builds with them (part of every build key)
+        "backend_versions": dict(observed.backend_versions),
     }
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
 
@@ -63,6 +70,15 @@ def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
         return json.loads((state_dir / FILENAME).read_text())
     except (OSError, ValueError):
         return None
+
+
+def snapshot_backend_versions(snapshot: dict[str, Any] | None) -> dict[str, str] | None:
+    """The daemon's backends (name -> cache identity) as it last wrote them; None when there is
+    no snapshot or it was written by a daemon that did not record them (0.1.0)."""
+    versions = (snapshot or {}).get("backend_versions")
+    if not isinstance(versions, dict):
+        return None
+    return {str(k): str(v) for k, v in versions.items()}
 
 
 def _instance(data: dict[str, Any] | None, default_healthy: bool = True) -> InstanceInfo | None:

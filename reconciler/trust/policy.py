@@ -29,7 +29,6 @@ with a numeric part below a non-numeric one; when one runs out first, the shorte
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -41,18 +40,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from reconciler.core.errors import IntegrityError, InvalidInput
-from reconciler.trust.signing import (
-    API_VERSION,
-    MANIFEST_KIND,
+from reconciler.trust.manifest import (
     MODEL_FILE,
     NAME_PATTERN,
     VERSION_PATTERN,
-    canonical_bytes,
-    key_id,
-    parse_signatures,
+    parse_manifest,
     parse_time,
-    public_key_from_pem,
 )
+from reconciler.trust.signing import key_id, parse_signatures, public_key_from_pem
 
 POLICY_FILE = "policy.yaml"
 DEFAULT_MAX_MODEL_BYTES = 2 << 30  # 2 GiB
@@ -103,18 +98,6 @@ class Authorization:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """A parsed, well-formed manifest (signature not implied: see `authorize`)."""
-
-    name: str
-    version: str
-    files: dict[str, tuple[str, int]]  # file name -> (sha256, size)
-    created: str
-    expires: str | None = None
-    interface: dict[str, Any] | None = None
-
-
 # --- pure core -------------------------------------------------------------------------------
 
 
@@ -129,59 +112,6 @@ def compare_versions(a: str, b: str) -> int:
     """-1, 0 or 1 as `a` is below, equal to or above `b` (rule in the module docstring)."""
     ka, kb = _version_key(a), _version_key(b)
     return (ka > kb) - (ka < kb)
-
-
-def _invalid(why: str) -> IntegrityError:
-    return IntegrityError(f"invalid manifest: {why}", reason="manifest-invalid")
-
-
-def parse_manifest(data: bytes) -> Manifest:
-    """Parse canonical manifest bytes; IntegrityError(manifest-invalid) for anything else."""
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise _invalid(f"not JSON ({e})") from e
-    if not isinstance(doc, dict):
-        raise _invalid("not a JSON object")
-    if canonical_bytes(doc) != data:
-        raise _invalid("not in canonical form (sorted keys, no whitespace, ASCII)")
-    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != MANIFEST_KIND:
-        raise _invalid(f"apiVersion/kind must be {API_VERSION}/{MANIFEST_KIND}")
-    allowed = {"apiVersion", "kind", "name", "version", "files", "created", "expires", "interface"}
-    if unknown := sorted(set(doc) - allowed):
-        raise _invalid(f"unknown fields {unknown}")
-    name, version = doc.get("name"), doc.get("version")
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise _invalid(f"name {name!r} is not a model name")
-    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
-        raise _invalid(f"version {version!r} is not a version label")
-    files_doc = doc.get("files")
-    if not isinstance(files_doc, dict) or MODEL_FILE not in files_doc:
-        raise _invalid(f'"files" must be an object listing {MODEL_FILE}')
-    files: dict[str, tuple[str, int]] = {}
-    for fname, entry in files_doc.items():
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", fname):
-            raise _invalid(f"file name {fname!r} is not a plain file name")
-        if not isinstance(entry, dict) or set(entry) != {"sha256", "size"}:
-            raise _invalid(f'files.{fname} must have exactly "sha256" and "size"')
-        sha, size = entry["sha256"], entry["size"]
-        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-            raise _invalid(f"files.{fname}.sha256 is not 64 lowercase hex characters")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise _invalid(f"files.{fname}.size is not a byte count")
-        files[fname] = (sha, size)
-    created, expires = doc.get("created"), doc.get("expires")
-    for key, value in (("created", created), ("expires", expires)):
-        if key == "expires" and value is None:
-            continue
-        try:
-            parse_time(value)
-        except ValueError as e:
-            raise _invalid(f"{key}: {e}") from e
-    interface = doc.get("interface")
-    if interface is not None and not isinstance(interface, dict):
-        raise _invalid('"interface" must be an object')
-    return Manifest(name, version, files, str(created), expires, interface)
 
 
 def check_signatures(policy: TrustPolicy, manifest: bytes, signature: bytes) -> str:
@@ -224,6 +154,25 @@ def _check_min_version(policy: TrustPolicy, name: str, version: str) -> None:
         )
 
 
+def _without_manifest(
+    policy: TrustPolicy, name: str, version: str, signature: bytes | None
+) -> Authorization:
+    if signature is not None:
+        raise IntegrityError(
+            "invalid manifest: a signature without its manifest.json", reason="manifest-invalid"
+        )
+    if not policy.allow_unsigned:
+        raise IntegrityError(
+            f"{name} v{version} has no signed manifest and {policy.source} requires one: "
+            "publish it with `hotswap publish` and set spec.model.manifest (the device "
+            f"trusts the hotswap.pub files in {policy.source}), or, not recommended, set "
+            f"allow_unsigned: true in {policy.source}/policy.yaml",
+            reason="unsigned",
+        )
+    _check_min_version(policy, name, version)
+    return Authorization(signed=False, unsigned_opt_in=True)
+
+
 def authorize(
     policy: TrustPolicy,
     *,
@@ -242,19 +191,7 @@ def authorize(
     if now.tzinfo is None:
         raise ValueError("authorize() needs a timezone-aware `now`")
     if manifest is None:
-        if signature is not None:
-            raise _invalid("a signature without its manifest.json")
-        if not policy.allow_unsigned:
-            raise IntegrityError(
-                f"{name} v{version} has no signed manifest and {policy.source} requires one: "
-                "publish it with `hotswap publish` and set spec.model.manifest (the device "
-                f"trusts the hotswap.pub files in {policy.source}), or, not recommended, set "
-                f"allow_unsigned: true in {policy.source}/policy.yaml",
-                reason="unsigned",
-            )
-        _check_min_version(policy, name, version)
-        return Authorization(signed=False, unsigned_opt_in=True)
-
+        return _without_manifest(policy, name, version, signature)
     keyid: str | None = None
     if signature is not None:
         keyid = check_signatures(policy, manifest, signature)

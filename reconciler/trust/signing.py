@@ -1,20 +1,13 @@
-"""Signed model packages: ed25519 keys, the canonical manifest, signatures, and `publish`.
+"""Signed model packages: ed25519 keys, signatures, and `publish`.
 
 Called by the `keygen`, `sign`, `publish` and `verify` commands (`reconciler.cli.package`) and,
-for the pure helpers (`key_id`, `canonical_bytes`, `parse_signatures`, `format_time`), by the
-device's trust core (`reconciler.trust.policy`), which decides what a signature is worth.
+for the pure helpers (`key_id`, `parse_signatures`, `public_key_from_pem`), by the device's
+trust core (`reconciler.trust.policy`), which decides what a signature is worth. The package
+format itself (the manifest, its files and how it is parsed) is `reconciler.trust.manifest`.
 
-A package in a registry directory (any static file or HTTP server can serve it):
-
-    REGISTRY/<name>/<version>/model.onnx
-    REGISTRY/<name>/<version>/manifest.json       canonical JSON, signed byte for byte
-    REGISTRY/<name>/<version>/manifest.json.sig   {"signatures": [{"keyid": ..., "sig": base64}]}
-
-The manifest binds name + version + sha256 and size of every file (so a validly signed old model
-cannot be relabelled as a new version), with the model's interface, a creation time and an
-optional expiry. It is written as exactly `canonical_bytes(manifest)` and the signature covers
-exactly those bytes: nothing is re-serialised between signing and checking. The signature file
-holds a list so a key rollover can carry the old and the new key's signatures side by side.
+A manifest is written as exactly `canonical_bytes(manifest)` and the signature covers exactly
+those bytes: nothing is re-serialised between signing and checking. The signature file holds a
+list so a key rollover can carry the old and the new key's signatures side by side.
 
 A registry version is immutable: `manifest.json.sig` is written last and marks the version as
 published; publishing different bytes under a published version is refused, publishing the
@@ -37,52 +30,32 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from reconciler.core.canonical import canonical_bytes
 from reconciler.core.errors import IntegrityError, InvalidInput
 from reconciler.state.atomic import atomic_write, atomic_writer
-from reconciler.state.journal import canonical_json
+from reconciler.trust.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    check_name_version,
+    make_manifest,
+    parse_manifest,
+)
 from runtime.fsutil import sha256_file
 
-API_VERSION = "hotswap/v1"
-MANIFEST_KIND = "ModelManifest"
-MODEL_FILE = "model.onnx"
-MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "manifest.json.sig"
 PRIVATE_KEY_FILE = "hotswap.key"
 PUBLIC_KEY_FILE = "hotswap.pub"
 
-# The same patterns as schemas/model-deployment.v1.json (metadata.name, spec.model.version).
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _CHUNK = 1 << 20
 
 
 # --- pure helpers -----------------------------------------------------------------------------
 
 
-def canonical_bytes(obj: Any) -> bytes:
-    """The one encoding that is signed: sorted keys, no whitespace, ASCII only."""
-    return canonical_json(obj).encode()
-
-
 def key_id(public_key: Ed25519PublicKey) -> str:
     """First 16 hex chars of sha256 over the raw 32-byte public key (a lookup name, not a proof)."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def format_time(moment: datetime) -> str:
-    """ISO 8601 UTC with second precision and a `Z`, the only form manifests carry."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware (use datetime.now(timezone.utc))")
-    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
-
-
-def parse_time(text: object) -> datetime:
-    """Inverse of `format_time`; ValueError for anything else."""
-    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", text):
-        raise ValueError(f"not a UTC timestamp like 2027-01-01T00:00:00Z: {text!r}")
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def sign_bytes(data: bytes, private_key: Ed25519PrivateKey) -> dict[str, str]:
@@ -219,48 +192,6 @@ def file_digest(path: Path) -> tuple[str, int]:
     return sha256_file(path), path.stat().st_size
 
 
-def check_name_version(name: str, version: str) -> None:
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidInput(
-            f"name {name!r} does not match {NAME_PATTERN.pattern} (as metadata.name in desired state)",
-            reason="invalid-name",
-        )
-    if not VERSION_PATTERN.fullmatch(version):
-        raise InvalidInput(
-            f"version {version!r} does not match {VERSION_PATTERN.pattern} (as spec.model.version)",
-            reason="invalid-version",
-        )
-
-
-def make_manifest(
-    name: str,
-    version: str,
-    files: Mapping[str, tuple[str, int]],
-    interface: Mapping[str, Any] | None,
-    expires: datetime | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """The manifest document for already hashed files ({file name: (sha256, size)}). Pure."""
-    check_name_version(name, version)
-    if expires is not None and expires <= now:
-        raise InvalidInput(
-            f"expiry {format_time(expires)} is not after now ({format_time(now)})", "bad-expiry"
-        )
-    manifest: dict[str, Any] = {
-        "apiVersion": API_VERSION,
-        "kind": MANIFEST_KIND,
-        "name": name,
-        "version": version,
-        "files": {f: {"sha256": sha, "size": size} for f, (sha, size) in sorted(files.items())},
-        "created": format_time(now),
-    }
-    if interface is not None:
-        manifest["interface"] = dict(interface)
-    if expires is not None:
-        manifest["expires"] = format_time(expires)
-    return manifest
-
-
 def build_manifest(
     name: str,
     version: str,
@@ -366,8 +297,6 @@ def publish(
 
 def sign_manifest_file(manifest_path: Path, key: Path) -> tuple[Path, str]:
     """Add (or refresh) this key's signature in `<manifest>.sig`; returns (sig path, key id)."""
-    from reconciler.trust.policy import parse_manifest  # trust builds on this module
-
     private_key = load_private_key(key)
     data = manifest_path.read_bytes()
     parse_manifest(data)  # sign only what a device could accept

@@ -128,9 +128,7 @@ class Device:
     def records(self, **match: Any) -> list[Record]:
         """Journal records whose columns equal `match` (step, phase, to_version, model...)."""
         return [
-            r
-            for r in self.journal.records()
-            if all(getattr(r, k) == v for k, v in match.items())
+            r for r in self.journal.records() if all(getattr(r, k) == v for k, v in match.items())
         ]
 
     def serving(self, model: str = "m") -> str | None:

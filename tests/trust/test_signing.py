@@ -14,11 +14,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from reconciler.core.canonical import canonical_bytes
 from reconciler.core.errors import IntegrityError, InvalidInput
-from reconciler.trust.policy import authorize, load_policy, parse_manifest
+from reconciler.trust.manifest import parse_manifest
+from reconciler.trust.policy import authorize, load_policy
 from reconciler.trust.signing import (
     add_signature,
-    canonical_bytes,
     generate_keypair,
     key_id,
     load_private_key,

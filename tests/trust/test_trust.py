@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.core.canonical import canonical_bytes
 from reconciler.core.errors import IntegrityError, InvalidInput
+from reconciler.trust.manifest import make_manifest, parse_manifest
 from reconciler.trust.policy import (
     Authorization,
     TrustConfigError,
@@ -29,13 +31,10 @@ from reconciler.trust.policy import (
     authorize,
     compare_versions,
     load_policy,
-    parse_manifest,
 )
 from reconciler.trust.signing import (
     add_signature,
-    canonical_bytes,
     key_id,
-    make_manifest,
     public_pem,
 )
 

@@ -1,0 +1,83 @@
+"""The daemon as its state directory shows it, for the commands that run beside it.
+
+`hotswap plan`, `hotswap status` and the operator commands' follow-up (`reconciler.cli.operator`)
+read the daemon's status snapshot and the local store instead of asking the daemon, so they work
+with it stopped. From them this module rebuilds what the daemon plans with: desired state with
+the operator's overrides applied, and observed state with the daemon's own backend versions
+(which are part of every build key), so `reconciler.core.insync.in_sync` gives the answer the
+daemon's planner would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.desired import Desired, ModelSpec
+from reconciler.core.insync import in_sync
+from reconciler.core.observed import Observed
+from reconciler.core.override import Override, effective_desired, overrides_from_snapshot
+from reconciler.source.load import read_desired
+from reconciler.state.status import observed_from_snapshot, read_snapshot, snapshot_backend_versions
+
+
+@dataclass(frozen=True)
+class DaemonView:
+    snapshot: dict[str, Any]  # {} when the daemon never wrote one
+    desired: Desired  # as the desired directory says now
+    planned: Desired  # what the daemon serves: desired with the overrides applied
+    overrides: dict[str, Override]  # still in force for this desired state
+    observed: Observed
+
+
+def read_view(desired_dir: Path, state_dir: Path) -> DaemonView:
+    snapshot = read_snapshot(state_dir) or {}
+    desired = read_desired(desired_dir)
+    planned, overrides = with_overrides(snapshot, desired)
+    return DaemonView(snapshot, desired, planned, overrides, observed_offline(state_dir, snapshot))
+
+
+def with_overrides(
+    snapshot: dict[str, Any] | None, desired: Desired
+) -> tuple[Desired, dict[str, Override]]:
+    """Desired state as the daemon plans it (its overrides, from its status snapshot, applied)
+    and the overrides still in force for this desired state."""
+    overrides = overrides_from_snapshot((snapshot or {}).get("overrides"))
+    planned, ended = effective_desired(desired, overrides)
+    over = {m for m, _ in ended}
+    return planned, {m: o for m, o in overrides.items() if m not in over}
+
+
+def observed_offline(state_dir: Path, snapshot: dict[str, Any] | None) -> Observed:
+    """Observed state from the snapshot and the store and build cache on disk."""
+    blob_dir, art_dir = state_dir / "store" / "sha256", state_dir / "artifacts"
+    blobs = (
+        frozenset(p.name for p in blob_dir.iterdir() if len(p.name) == 64)
+        if blob_dir.is_dir()
+        else frozenset()
+    )
+    arts = (
+        frozenset(d.name for d in art_dir.iterdir() if (d / "meta.json").is_file())
+        if art_dir.is_dir()
+        else frozenset()
+    )
+    return observed_from_snapshot(snapshot, blobs, arts, _backend_versions(snapshot))
+
+
+def model_in_sync(state_dir: Path, spec: ModelSpec) -> bool:
+    """Is `spec` served as the daemon's last snapshot shows it, with nothing left to do?"""
+    snapshot = read_snapshot(state_dir)
+    return in_sync(spec, observed_offline(state_dir, snapshot))
+
+
+def _backend_versions(snapshot: dict[str, Any] | None) -> dict[str, str]:
+    versions = snapshot_backend_versions(snapshot)
+    if versions is not None:
+        return versions
+    # No snapshot, or one written before snapshots recorded them: the best guess is this
+    # machine's backends as they are installed (the daemon may add options, e.g. a TensorRT
+    # workspace, that change the identity; its first snapshot then corrects this).
+    from runtime.backends import available_backends
+
+    return available_backends()
