@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.core.desired import Desired
+from reconciler.core.desired import Desired, ModelSpec
 from reconciler.core.names import Event, Phase
 from reconciler.core.override import Override, effective_desired, rollback_target
 from reconciler.operator.channel import Malformed, Request, pending, remove, requests_dir
@@ -122,18 +122,8 @@ class OperatorRequests:
             return
         slot = self.ctx.repo.get(model)
         active = slot.active if slot else None
-        standby = slot.standby if slot else None
         current = self.overrides.get(model)
-        target = rollback_target(
-            model,
-            queries.promotions(self.journal.records(model), model),
-            active_version=active.version if active else None,
-            desired_version=spec.version if spec else None,
-            standby_digest=standby.meta.get("digest") if standby else None,
-            in_store=self.ctx.store.has,
-            to=request.to,
-            overridden=current is not None,
-        )
+        target = self._target(request, spec, current)
         if isinstance(target, str):
             self._refuse(model, request.id, f"rollback {model}: {target}", request=request)
             return
@@ -174,6 +164,24 @@ class OperatorRequests:
             desired=override.desired_version,
             reason=request.reason,
             user=request.user,
+        )
+
+    def _target(
+        self, request: Request, spec: ModelSpec | None, current: Override | None
+    ) -> ModelSpec | str:
+        """What this rollback serves (or why not), from the model's promotions in the journal."""
+        slot = self.ctx.repo.get(request.model)
+        active = slot.active if slot else None
+        standby = slot.standby if slot else None
+        return rollback_target(
+            request.model,
+            queries.promotions(self.journal.records(request.model), request.model),
+            active_version=active.version if active else None,
+            desired_version=spec.version if spec else None,
+            standby_digest=standby.meta.get("digest") if standby else None,
+            in_store=self.ctx.store.has,
+            to=request.to,
+            overridden=current is not None,
         )
 
     def _cancel(self, request: Request) -> None:
