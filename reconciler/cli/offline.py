@@ -17,9 +17,14 @@ from typing import Any
 from reconciler.core.desired import Desired, ModelSpec
 from reconciler.core.insync import in_sync
 from reconciler.core.observed import Observed
-from reconciler.core.override import Override, effective_desired, overrides_from_snapshot
+from reconciler.core.override import Override, effective_desired
 from reconciler.source.load import read_desired
-from reconciler.state.status import observed_from_snapshot, read_snapshot, snapshot_backend_versions
+from reconciler.state.status import (
+    observed_from_snapshot,
+    overrides_from_snapshot,
+    read_snapshot,
+    snapshot_backend_versions,
+)
 
 
 @dataclass(frozen=True)

@@ -187,11 +187,13 @@ class _Follower:
 
 
 def _answer(f: _Follower, request_id: str) -> Any:
-    """Wait for the daemon's record of the request: the record, or the reason it never came."""
+    """Wait for the daemon's record of the request: the entry, or the reason it never came."""
+    from reconciler.state import queries
+
     while True:
-        for rec in f.records():
-            if rec.details.get("request_id") == request_id:
-                return rec
+        entry = queries.answer(f.records(), request_id)
+        if entry is not None:
+            return entry
         stop = f.tick()
         if stop:
             return stop
@@ -218,16 +220,18 @@ def _submit(
     queued = _queue(args, action, to)
     if isinstance(queued, int):
         return queued
+    from reconciler.state import queries
+
     request, path = queued
     f = _Follower(args, path)
     try:
-        rec = _answer(f, request.id)
-        if isinstance(rec, str):
-            return _not_answered(f, rec)
-        if rec.phase == "failed":
-            _err(rec.details.get("message", "refused"))
+        entry = _answer(f, request.id)
+        if isinstance(entry, str):
+            return _not_answered(f, entry)
+        if entry.rec.phase == "failed":
+            _err(queries.message(entry) or "refused")
             return EXIT_FAILURE
-        return then(f, rec)
+        return then(f, entry)
     finally:
         f.close()
 
@@ -238,24 +242,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return _submit(args, "rollback", args.to, _follow_rollback)
 
 
-def _report_cancel(f: _Follower, rec: Any) -> int:
-    print(
-        f"{f.model}: override ended (was serving v{rec.details.get('was_serving')});"
-        " desired state is served again"
-    )
+def _report_cancel(f: _Follower, entry: Any) -> int:
+    was = getattr(entry.body, "was_serving", None)
+    print(f"{f.model}: override ended (was serving v{was}); desired state is served again")
     return EXIT_OK
 
 
-def _follow_rollback(f: _Follower, rec: Any) -> int:
-    from reconciler.core.desired import spec_from_json
+def _follow_rollback(f: _Follower, entry: Any) -> int:
+    from reconciler.state import queries
+    from reconciler.state.records import OverrideCleared, OverrideSet
 
-    detail = rec.details
+    rec, override = entry.rec, entry.body
+    if not isinstance(override, OverrideSet):  # written by a later release: follow the status
+        _err(f"the rollback is recorded (journal seq {rec.seq}); see hotswap status")
+        return EXIT_FAILURE
     target = rec.to_version
-    spec = spec_from_json(detail["spec"]) if detail.get("spec") else None
+    spec = override.spec
     while True:
         if f.in_sync(spec):
             was = f"v{rec.from_version}" if rec.from_version else "nothing"
-            desired = detail.get("desired_version")
+            desired = override.desired_version
             until = (
                 f"desired v{desired} is overridden until desired state changes version"
                 if desired
@@ -268,17 +274,15 @@ def _follow_rollback(f: _Follower, rec: Any) -> int:
             else:
                 print(f"{f.model}: rolled back to v{target} (was {was}); {until}")
             return EXIT_OK
-        for later in f.records():
-            if later.seq <= rec.seq:
-                continue
-            if later.phase == "failed" and later.to_version == target:
+        for later in queries.after(f.records(), rec.seq):
+            if later.rec.phase == "failed" and later.rec.to_version == target:
                 _err(
-                    f"rollback of {f.model} to v{target} failed at {later.step}:"
-                    f" {later.details.get('message', '')}; see hotswap status"
+                    f"rollback of {f.model} to v{target} failed at {later.rec.step}:"
+                    f" {queries.message(later)}; see hotswap status"
                 )
                 return EXIT_FAILURE
-            if later.step == "override" and later.details.get("action") == "clear":
-                _err(f"the override ended before v{target} served: {later.details.get('why')}")
+            if isinstance(later.body, OverrideCleared):
+                _err(f"the override ended before v{target} served: {later.body.why}")
                 return EXIT_FAILURE
         stop = f.tick()
         if stop:
@@ -294,38 +298,43 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _submit(args, "retry", None, _follow_retry)
 
 
-def _follow_retry(f: _Follower, rec: Any) -> int:
-    detail = rec.details
+def _follow_retry(f: _Follower, entry: Any) -> int:
+    from reconciler.state import queries
+    from reconciler.state.records import RetryRequested, StepFailed
+
+    rec, retry = entry.rec, entry.body
+    if not isinstance(retry, RetryRequested):  # written by a later release
+        retry = RetryRequested(request_id="")
     version = rec.to_version
-    if detail.get("overridden"):
+    if retry.overridden:
         print(
             f"{f.model}: quarantine cleared, but an operator override is in force; desired"
             f" v{version} is tried when it ends (hotswap rollback {f.model} --cancel)"
         )
         return EXIT_OK
-    cleared = detail.get("cleared_digest")
+    cleared = retry.cleared_digest
     spec = None if cleared else f.desired_spec()
     print(
         f"{f.model}: "
         + (
-            f"quarantine of v{version} cleared ({detail.get('previous_error')}); trying again"
+            f"quarantine of v{version} cleared ({retry.previous_error}); trying again"
             if cleared
             else f"nothing was quarantined; the daemon reconciles v{version} now"
         ),
         flush=True,
     )
     while True:
-        for later in f.records():
-            if later.seq <= rec.seq:
-                continue
-            if later.step == "swap" and later.phase == "done" and later.to_version == version:
+        for later in queries.after(f.records(), rec.seq):
+            done = later.rec.step == "swap" and later.rec.phase == "done"
+            if done and later.rec.to_version == version:
                 print(f"{f.model}: v{version} is serving")
                 return EXIT_OK
-            if later.phase == "failed" and later.to_version == version:
-                again = "quarantined again" if later.details.get("terminal") else "will retry"
+            if later.rec.phase == "failed" and later.rec.to_version == version:
+                terminal = isinstance(later.body, StepFailed) and later.body.terminal
+                again = "quarantined again" if terminal else "will retry"
                 _err(
-                    f"{f.model} v{version} failed again at {later.step}:"
-                    f" {later.details.get('message', '')} ({again})"
+                    f"{f.model} v{version} failed again at {later.rec.step}:"
+                    f" {queries.message(later)} ({again})"
                 )
                 return EXIT_FAILURE
         if not cleared and f.in_sync(spec):

@@ -7,8 +7,10 @@ absolute strings by the loader, because "relative to this file" only means somet
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,10 +106,12 @@ class ModelSpec:
 
     @property
     def digest(self) -> str:
-        """sha256 of everything that makes this deployment what it is (not where it was read)."""
-        body = asdict(self)
-        body.pop("file")
-        encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=list)
+        """sha256 of everything that makes this deployment what it is (not where it was read).
+
+        It keys the quarantine and matches candidates and the standby, and journals keep it:
+        see `digest_body` for why adding a field does not change it.
+        """
+        encoded = json.dumps(digest_body(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()
 
     def shape_range(self, input_name: str) -> ShapeRange | None:
@@ -145,36 +149,124 @@ class Desired:
         return {e.file for e in self.errors}
 
 
+# -- the digest ----------------------------------------------------------------------------------
+# The fields a deployment's digest always covers: every field ModelSpec had in 0.1.0 but `file`
+# (where it was read, not what it is). Journals and quarantines hold digests of this encoding, so
+# it never changes: a field added later joins the digest only when it differs from its default
+# (a spec that does not use it keeps its digest), and one that never matters goes into
+# NOT_DIGESTED.
+DIGEST_FIELDS: tuple[str, ...] = (
+    "name", "version", "source", "sha256", "backend", "precision", "shapes", "inputs",
+    "outputs", "health", "rollout", "retention", "manifest",
+)  # fmt: skip
+NOT_DIGESTED: tuple[str, ...] = ("file",)
+
+# The same rule one level down: every field the nested types had in 0.1.0.
+_NESTED_FIELDS: dict[type, tuple[str, ...]] = {
+    TensorSpec: ("name", "datatype", "shape"),
+    ShapeRange: ("min", "opt", "max"),
+    HealthSpec: ("warmup_iterations", "golden", "atol", "rtol", "max_latency_ms"),
+    RolloutStage: ("weight", "duration_s", "duration"),
+    Gates: (
+        "max_error_rate", "max_p99_latency_ratio", "min_requests", "max_output_divergence",
+        "min_top1_agreement",
+    ),
+    RolloutSpec: ("strategy", "on_failure", "steps", "gates"),
+    RetentionSpec: ("keep_standby", "keep_versions"),
+}  # fmt: skip
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _digest_fields(value: Any, always: tuple[str, ...], skip: tuple[str, ...] = ()) -> Any:
+    body = {}
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name)
+        if f.name in skip or (f.name not in always and item == _default(f)):
+            continue
+        body[f.name] = _digest_value(item)
+    return body
+
+
+def _digest_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        known = next((_NESTED_FIELDS[c] for c in type(value).__mro__ if c in _NESTED_FIELDS), None)
+        always = known if known is not None else tuple(f.name for f in dataclasses.fields(value))
+        return _digest_fields(value, always)
+    if isinstance(value, (tuple, list)):
+        return [_digest_value(v) for v in value]
+    return value
+
+
+def digest_body(spec: ModelSpec) -> dict[str, Any]:
+    """What `ModelSpec.digest` hashes: DIGEST_FIELDS, plus any other field (but NOT_DIGESTED)
+    that differs from its default, encoded as 0.1.0 did (`asdict`, tuples as lists)."""
+    body: dict[str, Any] = _digest_fields(spec, DIGEST_FIELDS, NOT_DIGESTED)
+    return body
+
+
+# -- JSON -----------------------------------------------------------------------------------------
 def spec_to_json(spec: ModelSpec) -> dict[str, Any]:
-    """JSON-safe form for the journal, so recovery can restore exactly what was promoted."""
-    return json.loads(json.dumps(asdict(spec), default=list))
+    """JSON-safe form of every field, for the journal and the status snapshot."""
+    return json.loads(json.dumps(dataclasses.asdict(spec), default=list))
 
 
-def spec_from_json(data: dict[str, Any]) -> ModelSpec:
-    def tensors(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in items)
-
-    shapes = tuple(
-        (name, ShapeRange(tuple(r["min"]), tuple(r["opt"]), tuple(r["max"])))
-        for name, r in data["shapes"]
-    )
-    return ModelSpec(
-        **{
-            **data,
-            "shapes": shapes,
-            "inputs": tensors(data["inputs"]),
-            "outputs": tensors(data["outputs"]),
-            "health": HealthSpec(**data["health"]),
-            "rollout": _rollout_from_json(data["rollout"]),
-            "retention": RetentionSpec(**data["retention"]),
-        }
-    )
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that name a field of `cls`: unknown keys (a field a later release
+    added, or one an earlier release had) are ignored, missing ones take their defaults."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
-def _rollout_from_json(data: dict[str, Any]) -> RolloutSpec:
-    return RolloutSpec(
-        strategy=data.get("strategy", "immediate"),
-        on_failure=data.get("on_failure", "revert"),
-        steps=tuple(RolloutStage(**s) for s in data.get("steps", ())),
-        gates=Gates(**data.get("gates", {})),
-    )
+def _tensor(data: Mapping[str, Any]) -> TensorSpec:
+    known = _known(TensorSpec, data)
+    return TensorSpec(**{**known, "shape": tuple(known.get("shape", ()))})
+
+
+def _shape_range(data: Mapping[str, Any]) -> ShapeRange:
+    known = _known(ShapeRange, data)
+    return ShapeRange(**{k: tuple(v) for k, v in known.items()})
+
+
+def _rollout_from_json(data: Mapping[str, Any]) -> RolloutSpec:
+    known = _known(RolloutSpec, data)
+    if "steps" in known:
+        known["steps"] = tuple(RolloutStage(**_known(RolloutStage, s)) for s in known["steps"])
+    if "gates" in known:
+        known["gates"] = Gates(**_known(Gates, known["gates"]))
+    return RolloutSpec(**known)
+
+
+_NESTED_FROM_JSON: dict[str, Any] = {
+    "shapes": lambda items: tuple((name, _shape_range(r)) for name, r in items),
+    "inputs": lambda items: tuple(_tensor(t) for t in items),
+    "outputs": lambda items: tuple(_tensor(t) for t in items),
+    "health": lambda d: HealthSpec(**_known(HealthSpec, d)),
+    "rollout": _rollout_from_json,
+    "retention": lambda d: RetentionSpec(**_known(RetentionSpec, d)),
+}
+
+
+def spec_from_json(data: Mapping[str, Any]) -> ModelSpec:
+    """A ModelSpec from `spec_to_json` of this or any earlier or later release.
+
+    Defaults for what the data lacks, unknown keys ignored, at every level: a release that adds
+    or drops a field still reads what another wrote. Raises KeyError, TypeError or ValueError
+    when what identifies the deployment (name, version, source, sha256) is missing or not text.
+    """
+    known = _known(ModelSpec, data)
+    for name in ("name", "version", "source", "sha256"):
+        if not isinstance(known.get(name), str):
+            raise ValueError(f"spec.{name}: expected text, got {known.get(name)!r}")
+    for name, convert in _NESTED_FROM_JSON.items():
+        if name in known:
+            known[name] = convert(known[name])
+    return ModelSpec(**known)

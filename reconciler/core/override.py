@@ -6,43 +6,20 @@ reads the same desired version again does not undo it. It ends by itself when de
 changes M's version (someone pushed a fix or a revert), or when desired state no longer defines
 M; an operator can end it early (`hotswap rollback M --cancel`).
 
-Pure, like the planner it feeds (no I/O, no clock): `reconciler.operator` reads requests and the
-journal and calls these functions; `hotswap plan` and `hotswap status` call them on the daemon's
-snapshot. The journal is the durable record, so an override survives restarts:
-
-    step "override", phase "done",   detail {"action": "set", "spec": <spec_to_json>,
-        "desired_version": "2" | null, "reason", "user", "request_id", "requested_at"}
-    step "override", phase "done",   detail {"action": "clear", "why", "request_id" | null}
-    step "override", phase "failed", detail {"action", "request_id", "message", ...}  (refused)
+Pure, like the planner it feeds (no I/O, no clock, no journal): `reconciler.operator` takes
+requests and keeps the overrides in force, `reconciler.state.queries` replays them from the
+journal (the durable record, so an override survives restarts; its record type is
+`reconciler.state.operator_records.OverrideSet`), and `hotswap plan` and `hotswap status` read
+them from the daemon's status snapshot.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from reconciler.core.desired import Desired, ModelSpec, RolloutSpec, spec_from_json, spec_to_json
-
-STEP = "override"
-
-
-class RecordLike(Protocol):
-    """The parts of a journal record read here (`reconciler.state.journal.Record` has them)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def time(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def phase(self) -> str: ...
-    @property
-    def details(self) -> dict[str, Any]: ...
+from reconciler.core.desired import Desired, ModelSpec, RolloutSpec
 
 
 @dataclass(frozen=True)
@@ -63,43 +40,6 @@ class Override:
     seq: int = 0  # journal record that set it
     set_at: str = ""  # its time
 
-    def detail(self) -> dict[str, Any]:
-        """The journal detail of the record that sets it."""
-        return {
-            "action": "set",
-            "spec": spec_to_json(self.spec),
-            "desired_version": self.desired_version,
-            "reason": self.reason,
-            "user": self.user,
-            "request_id": self.request_id,
-            "requested_at": self.requested_at,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """The status snapshot's form: the journal detail plus where and when it was set."""
-        return {**self.detail(), "seq": self.seq, "set_at": self.set_at}
-
-    @classmethod
-    def from_json(
-        cls, model: str, data: dict[str, Any], seq: int | None = None, set_at: str | None = None
-    ) -> Override:
-        """From a journal detail (seq and time from the record) or a snapshot entry.
-
-        Raises KeyError, TypeError or ValueError on a malformed one.
-        """
-        desired_version = data.get("desired_version")
-        return cls(
-            model=model,
-            spec=spec_from_json(data["spec"]),
-            desired_version=None if desired_version is None else str(desired_version),
-            reason=str(data.get("reason") or ""),
-            user=str(data.get("user") or ""),
-            request_id=str(data.get("request_id") or ""),
-            requested_at=str(data.get("requested_at") or ""),
-            seq=int(data.get("seq", 0) if seq is None else seq),
-            set_at=str(data.get("set_at", "") if set_at is None else set_at),
-        )
-
     def describe(self) -> str:
         """One line for `hotswap status` and `hotswap plan`."""
         why = f"reason: {self.reason}" if self.reason else "no reason given"
@@ -110,38 +50,6 @@ class Override:
             else "until its desired file is valid again"
         )
         return f"serving v{self.spec.version} by operator rollback ({why}{who}) {until}"
-
-
-def overrides_from_journal(records: Iterable[RecordLike]) -> dict[str, Override]:
-    """Replay the journal: the overrides in force after its last record (set, not cleared).
-
-    A set record whose spec cannot be read is skipped (it was written by this code, so only a
-    damaged journal holds one, and startup refuses to trust a journal whose chain is broken).
-    """
-    current: dict[str, Override] = {}
-    for rec in records:
-        if rec.step != STEP or rec.phase != "done":
-            continue
-        detail = rec.details
-        if detail.get("action") == "clear":
-            current.pop(rec.model, None)
-        elif detail.get("action") == "set":
-            try:
-                current[rec.model] = Override.from_json(rec.model, detail, rec.seq, rec.time)
-            except (KeyError, TypeError, ValueError):
-                continue
-    return current
-
-
-def overrides_from_snapshot(data: dict[str, Any] | None) -> dict[str, Override]:
-    """The overrides a daemon's status snapshot lists (`hotswap plan` / `status`)."""
-    found: dict[str, Override] = {}
-    for model, entry in (data or {}).items():
-        try:
-            found[model] = Override.from_json(model, entry)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return found
 
 
 def serving_spec(override: Override, desired: ModelSpec | None) -> ModelSpec:
@@ -193,20 +101,6 @@ def effective_desired(
 
 
 # -- choosing what to roll back to -------------------------------------------------------------
-
-
-def promoted_specs(records: Iterable[RecordLike], model: str) -> list[ModelSpec]:
-    """Every spec `model` was swapped to, in the order promoted (the latest promotion last)."""
-    specs: list[ModelSpec] = []
-    for rec in records:
-        if rec.model != model or rec.step != "swap" or rec.phase != "done":
-            continue
-        try:
-            spec = spec_from_json(rec.details["spec"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        specs = [s for s in specs if s.digest != spec.digest] + [spec]
-    return specs
 
 
 def _versions(specs: list[ModelSpec], in_store: Callable[[str], bool]) -> list[str]:

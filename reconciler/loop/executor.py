@@ -19,14 +19,19 @@ from typing import Any
 
 import structlog
 
-from reconciler.core.desired import ModelSpec, spec_from_json
+from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import HotswapError, RuntimeFailure
+from reconciler.core.names import Phase, StepName
 from reconciler.core.steps import AnyStep, Revert, Wait
 from reconciler.loop.quarantine import Quarantine, Quarantined
 from reconciler.ops.context import Operations
+from reconciler.state import queries
+from reconciler.state.records import RestoreBegun, RestoreDone, RestoreFailed, SwapDone
 from runtime.serving.metrics import Metrics
 
 log = structlog.get_logger("hotswap.executor")
+
+RESTORE = StepName.RESTORE
 
 
 @dataclass(frozen=True)
@@ -178,46 +183,48 @@ class Executor:
     def restore_all(self) -> dict[str, Outcome]:
         """Startup: serve the last promoted version of every model before anything else."""
         outcomes: dict[str, Outcome] = {}
-        for model, rec in sorted(self.journal.last_promoted().items()):
-            try:
-                spec = spec_from_json(rec.details["spec"])
-            except (KeyError, TypeError, ValueError) as e:
-                log.error("restore.unreadable", model=model, seq=rec.seq, error=str(e))
+        for model, promoted in sorted(queries.last_promoted(self.journal.records()).items()):
+            swap, rec = promoted.body, promoted.rec
+            if not isinstance(swap, SwapDone):
+                log.error(
+                    "restore.unreadable",
+                    model=model,
+                    seq=rec.seq,
+                    error=getattr(swap, "problem", None),
+                )
                 continue
+            spec = swap.spec
             common = {
                 "to_version": spec.version,
                 "desired_digest": spec.digest,
                 "revision": rec.revision,
             }
-            self.journal.append(model, "restore", "begin", detail={"from_seq": rec.seq}, **common)
+            self.journal.append(model, RESTORE, Phase.BEGIN, detail=RestoreBegun(rec.seq), **common)
             try:
                 # It was authorised when promoted (the chain-verified journal says by whom):
                 # serving it again at boot must not wait for the registry to be reachable.
-                self.ctx.seed_authorization(spec, rec.details.get("authorization"))
-                detail = self.ctx.restore(spec)
+                auth = swap.authorization
+                self.ctx.seed_authorization(spec, dict(auth) if auth is not None else None)
+                restored = self.ctx.restore(spec) or {}
             except Exception as e:
                 message = e.message if isinstance(e, HotswapError) else f"{type(e).__name__}: {e}"
                 self.journal.append(
-                    model, "restore", "failed", detail={"message": message}, **common
+                    model, RESTORE, Phase.FAILED, detail=RestoreFailed(message), **common
                 )
                 log.error("restore.failed", model=model, version=spec.version, error=message)
                 outcomes[model] = Outcome(False, "restore-failed", message)
                 continue
-            self.journal.append(model, "restore", "done", detail=detail, **common)
+            done = RestoreDone(spec.version, str(restored.get("build_key", "")))
+            self.journal.append(model, RESTORE, Phase.DONE, detail=done, **common)
             log.info("restore.done", model=model, version=spec.version)
             outcomes[model] = Outcome(True)
         self._reload_quarantine()
         return outcomes
 
     def _reload_quarantine(self) -> None:
-        """Terminal failures since each model's last swap stay quarantined across restarts."""
-        for rec in self.journal.records():
-            if rec.step in ("swap", "unload", "retry") and rec.phase == "done":
-                # a promotion, an unload or an operator's `hotswap retry` ends a quarantine
-                self.quarantine.clear(rec.model)
-            elif rec.phase == "failed" and rec.details.get("terminal") and rec.desired_digest:
-                message = rec.details.get("message", "")
-                self.quarantine.quarantine(rec.model, rec.desired_digest, message)
+        """Terminal failures the journal still holds in force stay quarantined across restarts."""
+        for model, held in queries.quarantined(self.journal.records()).items():
+            self.quarantine.quarantine(model, held.digest, held.message)
 
     def lift_quarantine(self, model: str) -> Quarantined | None:
         """An operator's `hotswap retry`: plan this model again; returns what was lifted."""

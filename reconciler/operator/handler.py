@@ -6,13 +6,13 @@ desired state into what is planned (reconciler.core.override) and journals overr
 Every decision is journaled before the request file is removed, and a request whose id the
 journal already holds is not applied twice, so a crash anywhere in between is harmless.
 
-Journal records written here (model column = the request's model, "-" when unreadable):
-    override done   {"action": "set", "spec", "desired_version", "reason", "user", "request_id",
-                     "requested_at"}                  from_version = active, to_version = target
-    override done   {"action": "clear", "why", "request_id": null | id, "set_seq", ...}
-    override failed {"action", "request_id", "message", "reason", "user"}      (refused)
-    retry    done   {"request_id", "reason", "user", "requested_at", "cleared_digest",
-                     "previous_error", "overridden"}
+Journal records written here (model column = the request's model, "-" when unreadable), typed in
+reconciler.state.operator_records:
+    override done   OverrideSet       from_version = active, to_version = target
+    override done   OverrideCleared   by the operator's cancel, or when desired state ended it
+    override failed OverrideRefused   (refused, or the request file could not be read)
+    retry    done   RetryRequested
+and read back only through reconciler.state.queries.
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ from typing import Any
 
 import structlog
 
-from reconciler.core.desired import Desired
-from reconciler.core.override import (
-    STEP,
-    Override,
-    effective_desired,
-    overrides_from_journal,
-    promoted_specs,
-    rollback_target,
-)
+from reconciler.core.desired import Desired, ModelSpec
+from reconciler.core.names import Event, Phase
+from reconciler.core.override import Override, effective_desired, rollback_target
 from reconciler.operator.channel import Malformed, Request, pending, remove, requests_dir
 from reconciler.ops.context import Operations
+from reconciler.state import queries
+from reconciler.state.operator_records import (
+    OverrideCleared,
+    OverrideRefused,
+    OverrideSet,
+    RetryRequested,
+)
+from reconciler.state.status import override_entry
 
 log = structlog.get_logger("hotswap.operator")
 
@@ -63,12 +65,8 @@ class OperatorRequests:
         overrides: the daemon then serves what desired state asks for.
         """
         records = list(self.journal.records())
-        self._handled = {
-            str(rec.details.get("request_id"))
-            for rec in records
-            if rec.step in (STEP, "retry") and rec.details.get("request_id")
-        }
-        self.overrides = overrides_from_journal(records) if trusted else {}
+        self._handled = queries.handled_requests(records)
+        self.overrides = queries.overrides(records) if trusted else {}
         for model, override in sorted(self.overrides.items()):
             log.warning("override.in-force", model=model, override=override.describe())
 
@@ -108,14 +106,15 @@ class OperatorRequests:
         action: str = "",
         request: Request | None = None,
     ) -> None:
-        detail: dict[str, Any] = {
-            "action": request.action if request else action,
-            "request_id": request_id,
-            "message": message,
-        }
-        if request is not None:
-            detail.update(reason=request.reason, user=request.user, to=request.to)
-        self.journal.append(model, STEP, "failed", detail=detail)
+        refusal = OverrideRefused(
+            action=request.action if request else action,
+            request_id=request_id,
+            message=message,
+            reason=request.reason if request else None,
+            user=request.user if request else None,
+            to=request.to if request else None,
+        )
+        self.journal.append(model, Event.OVERRIDE, Phase.FAILED, detail=refusal)
         log.error("request.refused", model=model, request=request_id, error=message)
 
     def _rollback(self, request: Request, desired: Desired) -> None:
@@ -132,18 +131,8 @@ class OperatorRequests:
             return
         slot = self.ctx.repo.get(model)
         active = slot.active if slot else None
-        standby = slot.standby if slot else None
         current = self.overrides.get(model)
-        target = rollback_target(
-            model,
-            promoted_specs(self.journal.records(model), model),
-            active_version=active.version if active else None,
-            desired_version=spec.version if spec else None,
-            standby_digest=standby.meta.get("digest") if standby else None,
-            in_store=self.ctx.store.has,
-            to=request.to,
-            overridden=current is not None,
-        )
+        target = self._target(request, spec, current)
         if isinstance(target, str):
             self._refuse(model, request.id, f"rollback {model}: {target}", request=request)
             return
@@ -164,13 +153,13 @@ class OperatorRequests:
         )
         rec = self.journal.append(
             model,
-            STEP,
-            "done",
+            Event.OVERRIDE,
+            Phase.DONE,
             from_version=active.version if active else None,
             to_version=target.version,
             desired_digest=spec.digest if spec else None,
             revision=desired.revision,
-            detail=override.detail(),
+            detail=OverrideSet.of(override),
         )
         # Replaced, never mutated: the status writer (on worker threads) reads it unlocked.
         self.overrides = {
@@ -186,6 +175,24 @@ class OperatorRequests:
             user=request.user,
         )
 
+    def _target(
+        self, request: Request, spec: ModelSpec | None, current: Override | None
+    ) -> ModelSpec | str:
+        """What this rollback serves (or why not), from the model's promotions in the journal."""
+        slot = self.ctx.repo.get(request.model)
+        active = slot.active if slot else None
+        standby = slot.standby if slot else None
+        return rollback_target(
+            request.model,
+            queries.promotions(self.journal.records(request.model), request.model),
+            active_version=active.version if active else None,
+            desired_version=spec.version if spec else None,
+            standby_digest=standby.meta.get("digest") if standby else None,
+            in_store=self.ctx.store.has,
+            to=request.to,
+            overridden=current is not None,
+        )
+
     def _cancel(self, request: Request) -> None:
         model = request.model
         if model not in self.overrides:
@@ -197,38 +204,40 @@ class OperatorRequests:
     def _clear(self, model: str, why: str, request: Request | None = None) -> None:
         override = self.overrides[model]
         self.overrides = {m: o for m, o in self.overrides.items() if m != model}
-        detail: dict[str, Any] = {
-            "action": "clear",
-            "why": why,
-            "request_id": request.id if request else None,
-            "set_seq": override.seq,
-            "was_serving": override.spec.version,
-        }
-        if request is not None:
-            detail.update(reason=request.reason, user=request.user)
-        self.journal.append(model, STEP, "done", from_version=override.spec.version, detail=detail)
+        cleared = OverrideCleared(
+            why=why,
+            request_id=request.id if request else None,
+            set_seq=override.seq,
+            was_serving=override.spec.version,
+            reason=request.reason if request else None,
+            user=request.user if request else None,
+        )
+        self.journal.append(
+            model, Event.OVERRIDE, Phase.DONE, from_version=override.spec.version, detail=cleared
+        )
         log.warning("override.cleared", model=model, why=why)
 
     def _retry(self, request: Request, desired: Desired) -> None:
         model = request.model
         failed = self._lift_quarantine(model) if self._lift_quarantine else None
         spec = desired.models.get(model)
+        retry = RetryRequested(
+            request_id=request.id,
+            reason=request.reason,
+            user=request.user,
+            requested_at=request.requested_at,
+            cleared_digest=failed[0] if failed else None,
+            previous_error=failed[1] if failed else None,
+            overridden=model in self.overrides,
+        )
         self.journal.append(
             model,
-            "retry",
-            "done",
+            Event.RETRY,
+            Phase.DONE,
             to_version=spec.version if spec else None,
             desired_digest=spec.digest if spec else None,
             revision=desired.revision,
-            detail={
-                "request_id": request.id,
-                "reason": request.reason,
-                "user": request.user,
-                "requested_at": request.requested_at,
-                "cleared_digest": failed[0] if failed else None,
-                "previous_error": failed[1] if failed else None,
-                "overridden": model in self.overrides,
-            },
+            detail=retry,
         )
         log.warning("retry.requested", model=model, cleared=bool(failed), user=request.user)
 
@@ -241,4 +250,4 @@ class OperatorRequests:
         return planned
 
     def snapshot(self) -> dict[str, Any]:
-        return {model: o.to_json() for model, o in sorted(self.overrides.items())}
+        return {model: override_entry(o) for model, o in sorted(self.overrides.items())}

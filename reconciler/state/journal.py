@@ -7,12 +7,49 @@ Format (SQLite, WAL mode, synchronous=FULL, so a committed row survives power lo
             prev_hash TEXT, hash TEXT)
 
 - `seq` counts from 1 with no gaps; `time` is UTC ISO-8601 with microseconds.
-- `phase` is `begin` (written and durable *before* the step acts), `done` or `failed`; events
-  that are not steps (desired-invalid, restore, unload) use the same phases.
-- `detail` is canonical JSON (sorted keys, compact separators, ASCII) of a JSON-safe dict.
+- `step` is a plan step or an event (`reconciler.core.names`: StepName, Event), `phase` is
+  `begin` (written and durable *before* the step acts), `done` or `failed`; events that are not
+  steps (desired-invalid, restore, override, retry) use the same phases.
+- `detail` is canonical JSON (sorted keys, compact separators, ASCII) of a JSON-safe object.
 - Chain rule: `hash = sha256(canonical JSON of every other column, prev_hash included)`, and
   `prev_hash` is the previous row's `hash` (64 zeros for seq 1). Editing, deleting or reordering
   any row breaks the chain at that row; `verify()` names the first bad `seq` and never writes.
+  The table, its columns and this rule are those of 0.1.0: every journal written since verifies.
+
+The detail of each record that is read back is a typed, versioned record
+(`reconciler.state.records`, `reconciler.state.operator_records`), and carries its version as
+`"schema"`: 0.1.0 wrote no `"schema"` key (read as schema 0), this release writes schema 1 of
+
+    step begin                    StepBegun      {"step": the plan's line}
+    revert begin                  RevertBegun    {"because": reason}
+    fetch done                    FetchDone      {"blob", "bytes"}
+    build done                    BuildDone      {"build_key", "artifact", "bytes"}
+    swap done                     SwapDone       {"promoted", "previous", "build_key", "spec",
+                                                  "authorization", ["sequential", "unavailable_ms"]}
+    step failed                   StepFailed     {"reason", "message", "terminal", ["traceback"],
+                                                  figures...}
+    restore begin / done / failed RestoreBegun {"from_seq"} / RestoreDone {"restored",
+                                  "build_key"} / RestoreFailed {"message"}
+    override done                 OverrideSet    {"action": "set", "spec", "desired_version",
+                                                  "reason", "user", "request_id", "requested_at"}
+                                  OverrideCleared {"action": "clear", "why", "request_id",
+                                                  "set_seq", "was_serving", ["reason", "user"]}
+    override failed               OverrideRefused {"action", "request_id", "message", ...}
+    retry done                    RetryRequested {"request_id", "reason", "user", ...,
+                                                  "cleared_digest", "previous_error", "overridden"}
+
+and `"spec"` is the promoted deployment in its own shape (`"schema": 1`, then every field of
+the spec as JSON): it is read with defaults for what it lacks and unknown keys ignored, so a
+release that adds or renames a spec field still restores what an earlier one promoted. Other
+records (verify, warm, health-check, rollout, retire, revert and unload done; desired, journal
+and trust events) are for people: kept and shown as written.
+
+Compatibility: a key added with a default does not bump a schema; a schema is bumped only when an
+older reader could no longer read the record right. A record in a schema newer than this release
+knows (written by a later release, read after a downgrade) or with a damaged detail is kept raw
+(`records.Raw`): `hotswap journal` shows it as written, and no reader fails on it (restore skips
+an unreadable promotion and desired state is reconciled instead). Only `reconciler.state.queries`
+reads records back; nothing else parses a detail.
 
 Readers (`hotswap journal`, `hotswap status`) open the file read-only beside a running daemon,
 which WAL allows. The daemon appends from several model workers; one lock serialises appends so
@@ -26,10 +63,10 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.core.canonical import canonical_json
 from reconciler.state.crashpoint import crashpoint
@@ -104,6 +141,13 @@ def _wrong_type(rec: Record) -> str | None:
     return None
 
 
+class TypedDetail(Protocol):
+    """A record type of `reconciler.state.records`: it knows its detail and where it belongs."""
+
+    def to_detail(self) -> dict[str, Any]: ...
+    def fits(self, step: str, phase: str) -> bool: ...
+
+
 class Journal:
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
@@ -142,9 +186,18 @@ class Journal:
         to_version: str | None = None,
         desired_digest: str | None = None,
         revision: str | None = None,
-        detail: dict[str, Any] | None = None,
+        detail: TypedDetail | Mapping[str, Any] | None = None,
     ) -> Record:
-        """Append one record durably; returns only after the commit reached the disk."""
+        """Append one record durably; returns only after the commit reached the disk.
+
+        `detail` is a typed record (`reconciler.state.records`), or a plain dict from a writer
+        not migrated yet; a typed one must be written under its own step and phase.
+        """
+        step, phase = str(step), str(phase)  # a names.StepName / Phase member is stored as text
+        if detail is not None and not isinstance(detail, Mapping):
+            if not detail.fits(step, phase):
+                raise ValueError(f"a {type(detail).__name__} is not a {step} {phase} record")
+            detail = detail.to_detail()
         with self._lock:
             last = self._db.execute(
                 "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"
@@ -153,7 +206,7 @@ class Journal:
             now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
             unsigned = Record(
                 seq, now, model, from_version, to_version, step, phase, desired_digest, revision,
-                canonical_json(detail or {}), prev, "",
+                canonical_json(dict(detail or {})), prev, "",
             )  # fmt: skip
             record = Record(**{**asdict(unsigned), "hash": unsigned.compute_hash()})
             self._db.execute(
@@ -173,7 +226,11 @@ class Journal:
             yield Record(*row)
 
     def last_promoted(self) -> dict[str, Record]:
-        """Per model, the last record that made a version the served one (or unloaded it)."""
+        """Per model, the last record that made a version the served one (or unloaded it).
+
+        Kept for `reconciler.ops` until it reads `reconciler.state.queries.last_promoted`,
+        which gives the same records with their details typed.
+        """
         latest: dict[str, Record] = {}
         for record in self._db.execute(
             f"SELECT {','.join(_COLUMNS)} FROM records WHERE phase = 'done'"

@@ -20,7 +20,10 @@ from typing import Any
 
 from reconciler.core.desired import Desired
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
+from reconciler.core.override import Override
 from reconciler.state.atomic import atomic_write
+from reconciler.state.detail import Unreadable
+from reconciler.state.operator_records import OverrideSet
 
 FILENAME = "status.json"
 
@@ -57,7 +60,7 @@ def write_snapshot(
         "revision": desired.revision if desired else None,
         "models": models,
         "errors": [e.to_json() for e in desired.errors] if desired else [],
-        # operator overrides in force (`hotswap rollback`): model -> Override.to_json()
+        # operator overrides in force (`hotswap rollback`): model -> override_entry()
         "overrides": overrides or {},
         # backend -> cache identity, as the daemon builds with them (part of every build key)
         "backend_versions": dict(observed.backend_versions),
@@ -112,3 +115,22 @@ def observed_from_snapshot(
             last_error=m.get("last_error"),
         )
     return Observed(models, blobs, artifacts, tuple(sorted(backend_versions.items())))
+
+
+def override_entry(override: Override) -> dict[str, Any]:
+    """An override in the snapshot: its journal record's detail, and that record's seq and time."""
+    return {**OverrideSet.of(override).to_detail(), "seq": override.seq, "set_at": override.set_at}
+
+
+def overrides_from_snapshot(data: Any) -> dict[str, Override]:
+    """The overrides a snapshot lists (`hotswap plan` / `status`), written by this release or
+    0.1.0; an entry that cannot be read is left out."""
+    found: dict[str, Override] = {}
+    for model, entry in (data if isinstance(data, dict) else {}).items():
+        try:
+            body = OverrideSet.from_detail(entry)
+            seq, set_at = entry.get("seq", 0), entry.get("set_at", "")
+            found[model] = body.to_override(model, int(seq), str(set_at))
+        except (Unreadable, AttributeError, TypeError, ValueError):
+            continue
+    return found

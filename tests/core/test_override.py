@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -15,34 +14,13 @@ from reconciler.core.desired import (
     RetentionSpec,
     RolloutSpec,
     RolloutStage,
-    spec_to_json,
 )
-from reconciler.core.override import (
-    Override,
-    effective_desired,
-    overrides_from_journal,
-    overrides_from_snapshot,
-    promoted_specs,
-    rollback_target,
-    serving_spec,
-)
+from reconciler.core.override import Override, effective_desired, rollback_target, serving_spec
 from tests.support.units import plain_spec as spec
 
 
 def override(version: str, desired_version: str | None, name: str = "classifier") -> Override:
     return Override(name, spec(version, name), desired_version, reason="bad", user="alice", seq=7)
-
-
-@dataclass(frozen=True)
-class Rec:
-    """A stand-in journal record (the fields overrides_from_journal reads)."""
-
-    seq: int
-    model: str
-    step: str
-    phase: str
-    details: dict[str, Any] = field(default_factory=dict)
-    time: str = "2026-01-01T00:00:00+00:00"
 
 
 def desired_of(*specs: ModelSpec, errors: tuple[LoadError, ...] = (), readable: bool = True):
@@ -147,40 +125,6 @@ def test_serving_spec_is_immediate_and_keeps_desired_retention_and_file() -> Non
     assert (served.version, served.sha256) == ("1", spec("1").sha256)
 
 
-# -- the journal is the durable record ------------------------------------------------------------
-def set_rec(seq: int, version: str, desired_version: str, model: str = "classifier") -> Rec:
-    detail = Override(model, spec(version, model), desired_version, "why", "bob", "r" * 32)
-    return Rec(seq, model, "override", "done", detail.detail())
-
-
-def test_overrides_from_journal_replays_set_and_clear() -> None:
-    records = [
-        set_rec(1, "1", "2"),
-        set_rec(2, "4", "5", "other"),
-        Rec(3, "classifier", "override", "done", {"action": "clear", "why": "x"}),
-        set_rec(4, "0", "2"),
-        Rec(5, "classifier", "override", "failed", {"action": "rollback", "message": "no"}),
-        Rec(6, "classifier", "swap", "done", {"spec": spec_to_json(spec("2"))}),
-    ]
-    found = overrides_from_journal(records)
-    assert sorted(found) == ["classifier", "other"]
-    assert (found["classifier"].spec.version, found["classifier"].seq) == ("0", 4)
-    assert found["classifier"].desired_version == "2"
-    assert (found["classifier"].reason, found["classifier"].user) == ("why", "bob")
-    assert found["classifier"].set_at == "2026-01-01T00:00:00+00:00"
-
-
-def test_an_unreadable_set_record_is_skipped() -> None:
-    bad = Rec(1, "classifier", "override", "done", {"action": "set", "spec": {"version": "1"}})
-    assert overrides_from_journal([bad]) == {}
-
-
-def test_snapshot_round_trip() -> None:
-    o = dataclasses.replace(override("1", "2"), set_at="t", request_id="a" * 32)
-    back = overrides_from_snapshot({"classifier": o.to_json(), "junk": {"spec": 3}})
-    assert back == {"classifier": o}
-
-
 def test_describe_names_version_reason_user_and_end() -> None:
     text = override("1", "2").describe()
     assert text == (
@@ -189,17 +133,13 @@ def test_describe_names_version_reason_user_and_end() -> None:
     assert "until its desired file is valid again" in override("1", None).describe()
 
 
-# -- what a rollback picks -------------------------------------------------------------------
-def swap(seq: int, s: ModelSpec) -> Rec:
-    return Rec(seq, s.name, "swap", "done", {"spec": spec_to_json(s)})
-
-
-HISTORY = [swap(1, spec("1")), swap(2, spec("2")), swap(3, spec("3"))]
+# -- what a rollback picks (from the promotions, as reconciler.state.queries lists them) --------
+HISTORY = [spec("1"), spec("2"), spec("3")]
 ALL = {spec(v).sha256 for v in ("1", "2", "3")}
 
 
 def pick(
-    records: list[Rec],
+    promoted: list[ModelSpec],
     active: str | None = "3",
     desired: str | None = "3",
     standby: str | None = None,
@@ -209,7 +149,7 @@ def pick(
 ) -> str:
     got = rollback_target(
         "classifier",
-        promoted_specs(records, "classifier"),
+        promoted,
         active_version=active,
         desired_version=desired,
         standby_digest=spec(standby).digest if standby else None,
@@ -261,7 +201,7 @@ def test_rollback_target(kw: dict[str, Any], want: str) -> None:
 
 
 def test_nothing_to_roll_back_to() -> None:
-    assert pick([swap(1, spec("3"))]) == (
+    assert pick([spec("3")]) == (
         "classifier has no earlier version on this device to roll back to;"
         " versions you can roll back to: 3"
     )
@@ -269,14 +209,3 @@ def test_nothing_to_roll_back_to() -> None:
         "classifier has no earlier version on this device to roll back to;"
         " no promoted version is in the local store"
     )
-
-
-def test_promoted_specs_orders_by_latest_promotion_and_skips_other_models() -> None:
-    records = [
-        swap(1, spec("1")),
-        swap(2, spec("2")),
-        swap(3, spec("1")),
-        swap(4, spec("9", "other")),
-        Rec(5, "classifier", "swap", "failed", {"spec": spec_to_json(spec("4"))}),
-    ]
-    assert [s.version for s in promoted_specs(records, "classifier")] == ["2", "1"]
