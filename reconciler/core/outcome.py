@@ -17,7 +17,7 @@ from reconciler.core.reasons import Next
 
 @dataclass(frozen=True)
 class Done:
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: Any = field(default_factory=dict)  # a JSON-safe dict or a typed journal record
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from reconciler.core.desired import ModelSpec
+from reconciler.core.names import StepName
 from reconciler.core.observed import InstanceInfo, Observed
 from reconciler.core.outcome import Wait
 
-Detail = dict[str, Any] | None  # what a step reports for its `done` journal record
+
+class RecordBody(Protocol):
+    """A typed journal record (`reconciler.state.records`): the executor writes it as it is."""
+
+    def to_detail(self) -> dict[str, Any]: ...
+
+
+Detail = dict[str, Any] | RecordBody | None  # what a step reports for its `done` record
 
 
 class StepContext(Protocol):
@@ -32,10 +40,11 @@ class StepContext(Protocol):
     def retire(self, model: str, keep_standby: bool, keep_versions: int) -> Detail: ...
     def revert(self, model: str, reason: str) -> Detail: ...
     def unload(self, model: str) -> Detail: ...
+    def restore(self, spec: ModelSpec) -> Detail: ...
 
 
 class Step(Protocol):
-    name: ClassVar[str]
+    name: ClassVar[StepName]
     model: str
 
     def done(self, observed: Observed) -> bool: ...
@@ -54,7 +63,7 @@ def _candidate_for(
 
 @dataclass(frozen=True)
 class Fetch:
-    name: ClassVar[str] = "fetch"
+    name: ClassVar[StepName] = StepName.FETCH
     model: str
     spec: ModelSpec
 
@@ -72,7 +81,7 @@ class Fetch:
 class Verify:
     """sha256, ONNX checker and interface contract; produces the only input build/warm accept."""
 
-    name: ClassVar[str] = "verify"
+    name: ClassVar[StepName] = StepName.VERIFY
     model: str
     spec: ModelSpec
 
@@ -88,7 +97,7 @@ class Verify:
 
 @dataclass(frozen=True)
 class Build:
-    name: ClassVar[str] = "build"
+    name: ClassVar[StepName] = StepName.BUILD
     model: str
     spec: ModelSpec
     build_key: str
@@ -108,7 +117,7 @@ class Build:
 
 @dataclass(frozen=True)
 class Warm:
-    name: ClassVar[str] = "warm"
+    name: ClassVar[StepName] = StepName.WARM
     model: str
     spec: ModelSpec
     build_key: str
@@ -128,7 +137,7 @@ class Warm:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    name: ClassVar[str] = "health-check"
+    name: ClassVar[StepName] = StepName.HEALTH_CHECK
     model: str
     spec: ModelSpec
     build_key: str
@@ -172,7 +181,7 @@ class Rollout:
     """One stage of a canary or shadow rollout: shift (or mirror) a share of the traffic to the
     proven candidate, and hold it there until the stage's gates pass or fail."""
 
-    name: ClassVar[str] = "rollout"
+    name: ClassVar[StepName] = StepName.ROLLOUT
     model: str
     spec: ModelSpec
     build_key: str
@@ -198,7 +207,7 @@ class Rollout:
 
 @dataclass(frozen=True)
 class Swap:
-    name: ClassVar[str] = "swap"
+    name: ClassVar[StepName] = StepName.SWAP
     model: str
     spec: ModelSpec
     build_key: str
@@ -224,7 +233,7 @@ class Swap:
 class Retire:
     """Free what the new version replaced, per retention: the standby instance and old blobs."""
 
-    name: ClassVar[str] = "retire"
+    name: ClassVar[StepName] = StepName.RETIRE
     model: str
     keep_standby: bool
     keep_versions: int
@@ -244,16 +253,17 @@ class Retire:
 class Revert:
     """Drop a candidate that is no longer wanted; the active version never stops serving."""
 
-    name: ClassVar[str] = "revert"
+    name: ClassVar[StepName] = StepName.REVERT
     model: str
     candidate_version: str
+    why: str = "candidate no longer desired"  # or the failure that made the executor revert
 
     def done(self, observed: Observed) -> bool:
         cand = observed.model(self.model).candidate
         return cand is None or cand.version != self.candidate_version
 
     def apply(self, ctx: StepContext) -> Detail:
-        return ctx.revert(self.model, "candidate no longer desired")
+        return ctx.revert(self.model, self.why)
 
     def __str__(self) -> str:
         return f"revert {self.model}: drop candidate v{self.candidate_version}, keep serving the active version"
@@ -261,7 +271,7 @@ class Revert:
 
 @dataclass(frozen=True)
 class Unload:
-    name: ClassVar[str] = "unload"
+    name: ClassVar[StepName] = StepName.UNLOAD
     model: str
     version: str
 
@@ -276,4 +286,40 @@ class Unload:
         return f"unload {self.model} v{self.version} (its desired file is gone)"
 
 
-AnyStep = Fetch | Verify | Build | Warm | HealthCheck | Rollout | Swap | Retire | Revert | Unload
+@dataclass(frozen=True)
+class Restore:
+    """At startup, before anything else: serve the last promoted version again (verify, build
+    if the cache lost it, load, activate). No warm-up or health check: it was proven when it
+    was promoted, and the device should serve again as soon as it can."""
+
+    name: ClassVar[StepName] = StepName.RESTORE
+    model: str
+    spec: ModelSpec
+    from_seq: int  # the journal's swap record being restored
+
+    def done(self, observed: Observed) -> bool:
+        active = observed.model(self.model).active
+        return active is not None and active.digest == self.spec.digest
+
+    def apply(self, ctx: StepContext) -> Detail:
+        return ctx.restore(self.spec)
+
+    def __str__(self) -> str:
+        return (
+            f"restore {self.model} v{self.spec.version} (promoted at journal seq {self.from_seq})"
+        )
+
+
+AnyStep = (
+    Fetch
+    | Verify
+    | Build
+    | Warm
+    | HealthCheck
+    | Rollout
+    | Swap
+    | Retire
+    | Revert
+    | Unload
+    | Restore
+)

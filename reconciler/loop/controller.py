@@ -19,6 +19,7 @@ import structlog
 
 from reconciler.core.desired import Desired, LoadError, ModelSpec
 from reconciler.core.observed import Observed
+from reconciler.core.outcome import Failed, Outcome, Wait
 from reconciler.core.plan import plan
 from reconciler.core.steps import AnyStep
 from reconciler.loop.executor import Executor
@@ -226,22 +227,7 @@ class Controller:
         try:
             outcome = self.executor.run(model, steps, spec, revision)
             with self._lock:
-                self._requeue.pop(model, None)
-                if outcome.requeue_after is not None:
-                    self._requeue[model] = time.monotonic() + outcome.requeue_after
-                if outcome.ok or outcome.terminal:
-                    self._backoff.pop(model, None)
-                else:
-                    attempts = self._backoff.get(model, (0, 0.0))[0] + 1
-                    delay = backoff_delay(attempts)
-                    self._backoff[model] = (attempts, time.monotonic() + delay)
-                    log.info(
-                        "reconcile.retry-later",
-                        model=model,
-                        attempt=attempts,
-                        delay_s=round(delay, 2),
-                        reason=outcome.reason,
-                    )
+                self._schedule(model, outcome)
         except Exception:
             log.exception("reconcile.worker-crashed", model=model)
         finally:
@@ -251,6 +237,25 @@ class Controller:
             # Plan again now: the next steps if it finished or failed, and if it waits, so the
             # loop sleeps until the new due time rather than the one it computed before.
             self.wake()
+
+    def _schedule(self, model: str, outcome: Outcome) -> None:
+        """When to plan `model` again, from what its run came to (the executor has journaled
+        it): a waiting step when it is due, a failure that may be retried after a backoff."""
+        self._requeue.pop(model, None)
+        match outcome:
+            case Wait(after_s=after):
+                self._requeue[model] = time.monotonic() + after
+                self._backoff.pop(model, None)
+            case Failed() as failed if not failed.quarantines:
+                attempts = self._backoff.get(model, (0, 0.0))[0] + 1
+                delay = backoff_delay(attempts)
+                self._backoff[model] = (attempts, time.monotonic() + delay)
+                log.info(
+                    "reconcile.retry-later", model=model, attempt=attempts,
+                    delay_s=round(delay, 2), reason=failed.reason, next=str(failed.next),
+                )  # fmt: skip
+            case _:
+                self._backoff.pop(model, None)
 
     def observe(self) -> Observed:
         """The runtime and store as the planner sees them, quarantines included."""

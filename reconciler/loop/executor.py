@@ -1,48 +1,69 @@
 """The executor: runs one model's steps, journaling each transition before it acts.
 
-`Operations` (reconciler.ops.context) holds every side effect a step may have; steps only say which
-of its operations they need. `Executor.run` is the one interpreter of outcomes:
-it writes `begin` durably before `apply`, then `done` or `failed` — or nothing yet, when the step
-says `Wait` (a rollout stage still running): the run stops there, the controller runs the plan
-again later, and the same step is resumed without a second `begin`; on a failure after the
-candidate was loaded it reverts (the active version never stopped serving); a terminal failure
-quarantines that desired digest so it is not retried in a loop, a transient one is retried by
-the controller with backoff. The executor is the one writer of the `Quarantine` (a swap or an
-unload ends it; so does the operator's retry, through `lift_quarantine`).
+`Operations` (reconciler.ops.context) holds every side effect a step may have; steps only say
+which of its operations they need. Every step — the planner's, the revert after a failure, the
+restore at startup — goes through one path, `_attempt`:
+
+    begin (durable before the step acts; not written again when a waiting step resumes)
+    apply, with any exception turned into a `Failed` at this one boundary
+    `_record`: the one place an outcome becomes a journal record, a metric and a log line
+
+`Done` lets the plan go on; `Wait` (a rollout stage still running) stops it until the controller
+plans again; `Failed` is handled as its reason says (reconciler.core.reasons): a loaded
+candidate is reverted first (the active version never stopped serving); `repair` tries the step
+once more at once (what was damaged is already discarded); `budget` counts an unexpected error
+against the digest and quarantines it when the budget is spent; `quarantine` holds the desired
+digest until desired state changes; `retry` leaves the backoff to the controller.
+
+The executor is the one writer of the `Quarantine`: after a swap or an unload it takes what the
+journal holds in force (`queries.quarantined`), so a running daemon and a restarted one agree.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from reconciler.core.desired import ModelSpec
-from reconciler.core.errors import HotswapError, RuntimeFailure
+from reconciler.core.errors import HotswapError
 from reconciler.core.names import Phase, StepName
-from reconciler.core.steps import AnyStep, Revert, Wait
+from reconciler.core.outcome import Done, Failed, Outcome, Wait
+from reconciler.core.reasons import UNEXPECTED, UNEXPECTED_BUDGET, Next
+from reconciler.core.steps import AnyStep, Restore, Revert
 from reconciler.loop.quarantine import Quarantine, Quarantined
 from reconciler.ops.context import Operations
 from reconciler.state import queries
-from reconciler.state.records import RestoreBegun, RestoreDone, RestoreFailed, SwapDone
+from reconciler.state.records import (
+    RestoreBegun,
+    RevertBegun,
+    StepBegun,
+    StepFailed,
+    SwapDone,
+)
 from runtime.serving.metrics import Metrics
 
 log = structlog.get_logger("hotswap.executor")
 
-RESTORE = StepName.RESTORE
-
 
 @dataclass(frozen=True)
-class Outcome:
-    """Done, or failed with a reason; `terminal` failures quarantine the desired digest."""
+class _Run:
+    """What every record of one run shares: the model and the desired version it serves."""
 
-    ok: bool
-    reason: str = ""
-    message: str = ""
-    terminal: bool = False
-    requeue_after: float | None = None  # ok but not finished: run the plan again after this
+    model: str
+    spec: ModelSpec | None
+    revision: str | None
+
+    def columns(self, from_version: str | None) -> dict[str, Any]:
+        return {
+            "from_version": from_version,
+            "to_version": self.spec.version if self.spec else None,
+            "desired_digest": self.spec.digest if self.spec else None,
+            "revision": self.revision,
+        }
 
 
 class Executor:
@@ -57,167 +78,151 @@ class Executor:
         self.metrics = metrics or Metrics()
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self._waiting: dict[str, AnyStep] = {}  # model -> step begun and waiting to finish
+        self._unexpected: dict[tuple[str, str], int] = {}  # (model, digest) -> failures in a row
 
     def waiting_on(self, model: str) -> AnyStep | None:
         """The step this model began and is waiting to finish (a rollout stage), if any."""
         return self._waiting.get(model)
 
+    def run(
+        self, model: str, steps: list[AnyStep], spec: ModelSpec | None, revision: str | None
+    ) -> Outcome:
+        """Run `steps` in order; the outcome of the plan: Done, the Wait, or the Failed."""
+        run = _Run(model, spec, revision)
+        for step in steps:
+            if step.done(self.ctx.observe()):
+                log.info("step.skip", model=model, step=str(step.name), reason="already done")
+                continue
+            outcome = self._attempt(step, run)
+            if isinstance(outcome, Failed) and outcome.next is Next.REPAIR:
+                outcome = self._attempt(step, run)  # the damaged copy is gone: redo it now
+            match outcome:
+                case Done():
+                    continue
+                case Wait():
+                    return outcome
+                case Failed():
+                    return self._after_failure(step, outcome, run)
+        if spec is not None:
+            self._unexpected.pop((model, spec.digest), None)
+        return Done()
+
+    # -- the one path every step takes ----------------------------------------------------------
+    def _attempt(self, step: AnyStep, run: _Run, because: str | None = None) -> Outcome:
+        from_version = self._active_version(run.model)
+        if self._waiting.pop(run.model, None) != step:
+            self.journal.append(
+                run.model, step.name, Phase.BEGIN, detail=_begun(step, because),
+                **run.columns(from_version),
+            )  # fmt: skip
+            log.info("step.begin", model=run.model, step=str(step.name), plan=str(step))
+        started = time.perf_counter()
+        try:
+            result = step.apply(self.ctx)
+        except Exception as e:
+            outcome: Outcome = self._failure_of(e, step, run)
+        else:
+            outcome = result if isinstance(result, Wait) else Done(result or {})
+        self._record(step, run, outcome, from_version, time.perf_counter() - started)
+        return outcome
+
+    def _failure_of(self, e: Exception, step: AnyStep, run: _Run) -> Failed:
+        """Any exception as a `Failed`, its next step from the reason table (and the budget)."""
+        if isinstance(e, HotswapError):
+            failed = Failed(e.reason, e.message, e.next, dict(e.detail))
+        else:
+            failed = Failed(
+                UNEXPECTED,
+                f"{step.name} {run.model}: unexpected {type(e).__name__}: {e}",
+                Next.BUDGET,
+                traceback="".join(traceback.format_exception(e)),
+            )
+        if isinstance(step, Restore):
+            # The plan takes over from a restore that failed: nothing to hold against the
+            # version, which it proves again the normal way.
+            return failed if failed.next is Next.REPAIR else _with_next(failed, Next.RETRY)
+        if failed.next is Next.BUDGET and run.spec is not None:
+            key = (run.model, run.spec.digest)
+            self._unexpected[key] = self._unexpected.get(key, 0) + 1
+            if self._unexpected[key] >= UNEXPECTED_BUDGET:
+                failed = _with_next(failed, Next.QUARANTINE)
+        return failed
+
+    def _record(
+        self, step: AnyStep, run: _Run, outcome: Outcome, from_version: str | None, took: float
+    ) -> None:
+        """The one place an outcome becomes a journal record, metrics and a log line."""
+        columns = run.columns(from_version)
+        match outcome:
+            case Wait(why=why):
+                self._waiting[run.model] = step
+                log.debug("step.wait", model=run.model, step=str(step.name), why=why)
+            case Done(detail=detail):
+                self.metrics.steps.labels(step.name, "done").observe(took)
+                self.journal.append(run.model, step.name, Phase.DONE, detail=detail, **columns)
+                if step.name is StepName.SWAP:
+                    self.metrics.swaps.labels(run.model).inc()
+                if step.name in (StepName.SWAP, StepName.UNLOAD):
+                    self._sync_quarantine(run.model)
+                log.info(
+                    "step.done",
+                    model=run.model,
+                    step=str(step.name),
+                    version=run.spec and run.spec.version,
+                )
+            case Failed() as failed:
+                self.metrics.steps.labels(step.name, "failed").observe(took)
+                self.metrics.step_failures.labels(step.name, failed.reason, failed.next).inc()
+                record = StepFailed(
+                    failed.reason, failed.message, failed.quarantines, failed.detail,
+                    failed.traceback, str(failed.next),
+                )  # fmt: skip
+                self.journal.append(run.model, step.name, Phase.FAILED, detail=record, **columns)
+                self.quarantine.note_error(run.model, failed.message)
+                log.error(
+                    "step.failed", model=run.model, step=str(step.name), reason=failed.reason,
+                    next=str(failed.next), error=failed.message,
+                )  # fmt: skip
+
+    def _after_failure(self, step: AnyStep, failed: Failed, run: _Run) -> Failed:
+        slot = self.ctx.repo.get(run.model)
+        loaded = slot is not None and slot.candidate is not None
+        reverting = loaded or self.ctx.in_sequential_swap(run.model)
+        if reverting and not isinstance(step, Revert | Restore):
+            version = slot.candidate.version if slot and slot.candidate else "-"
+            revert = Revert(run.model, version, failed.message)
+            if isinstance(self._attempt(revert, run, because=failed.reason), Done):
+                self.metrics.reverts.labels(run.model, failed.reason).inc()
+        if failed.quarantines and run.spec is not None and not isinstance(step, Restore):
+            self.quarantine.quarantine(run.model, run.spec.digest, failed.message)
+        return failed
+
+    def _sync_quarantine(self, model: str) -> None:
+        """After a swap or unload: the quarantine the journal holds in force for `model`."""
+        held = queries.quarantined(self.journal.records(model)).get(model)
+        if held is None:
+            self.quarantine.clear(model)
+
     def _active_version(self, model: str) -> str | None:
         slot = self.ctx.repo.get(model)
         return slot.active.version if slot and slot.active else None
 
-    def run(
-        self, model: str, steps: list[AnyStep], spec: ModelSpec | None, revision: str | None
-    ) -> Outcome:
-        common: dict[str, Any] = {
-            "to_version": spec.version if spec else None,
-            "desired_digest": spec.digest if spec else None,
-            "revision": revision,
-        }
-        for step in steps:
-            if step.done(self.ctx.observe()):
-                log.info("step.skip", model=model, step=step.name, reason="already done")
-                continue
-            from_version = self._active_version(model)
-            resumed = self._waiting.pop(model, None) == step
-            if not resumed:
-                self.journal.append(
-                    model,
-                    step.name,
-                    "begin",
-                    from_version=from_version,
-                    detail={"step": str(step)},
-                    **common,
-                )
-                log.info(
-                    "step.begin",
-                    model=model,
-                    step=step.name,
-                    version=common["to_version"],
-                    plan=str(step),
-                )
-            started = time.perf_counter()
-            try:
-                result = step.apply(self.ctx)
-            except Exception as e:
-                self.metrics.steps.labels(step.name, "failed").observe(
-                    time.perf_counter() - started
-                )
-                err = (
-                    e
-                    if isinstance(e, HotswapError)
-                    else RuntimeFailure(
-                        f"{step.name} {model}: unexpected {type(e).__name__}: {e}",
-                        reason="unexpected",
-                    )
-                )
-                return self._failed(model, step, err, from_version, spec, common)
-            if isinstance(result, Wait):
-                self._waiting[model] = step
-                log.debug("step.wait", model=model, step=step.name, why=result.why)
-                return Outcome(ok=True, message=result.why, requeue_after=result.after_s)
-            detail = result or {}
-            self.metrics.steps.labels(step.name, "done").observe(time.perf_counter() - started)
-            if step.name == "swap":
-                self.metrics.swaps.labels(model).inc()
-            self.journal.append(
-                model, step.name, "done", from_version=from_version, detail=detail, **common
-            )
-            if step.name in ("swap", "unload"):
-                self.quarantine.clear(model)
-            log.info("step.done", model=model, step=step.name, version=common["to_version"])
-        return Outcome(ok=True)
-
-    def _failed(
-        self,
-        model: str,
-        step: AnyStep,
-        err: HotswapError,
-        from_version: str | None,
-        spec: ModelSpec | None,
-        common: dict[str, Any],
-    ) -> Outcome:
-        detail = {
-            "reason": err.reason,
-            "message": err.message,
-            "terminal": err.terminal,
-            **err.detail,
-        }
-        self.journal.append(
-            model, step.name, "failed", from_version=from_version, detail=detail, **common
-        )
-        log.error(
-            "step.failed",
-            model=model,
-            step=step.name,
-            version=common["to_version"],
-            reason=err.reason,
-            error=err.message,
-        )
-        self.quarantine.note_error(model, err.message)
-        slot = self.ctx.repo.get(model)
-        loaded = slot is not None and slot.candidate is not None
-        if (loaded or self.ctx.in_sequential_swap(model)) and not isinstance(step, Revert):
-            self.journal.append(
-                model,
-                "revert",
-                "begin",
-                from_version=from_version,
-                detail={"because": err.reason},
-                **common,
-            )
-            revert_detail = self.ctx.revert(model, err.message)
-            self.metrics.reverts.labels(model, err.reason).inc()
-            self.journal.append(
-                model, "revert", "done", from_version=from_version, detail=revert_detail, **common
-            )
-            log.warning(
-                "revert.done",
-                model=model,
-                serving=revert_detail.get("serving") if revert_detail else None,
-            )
-        if err.terminal and spec is not None:
-            self.quarantine.quarantine(model, spec.digest, err.message)
-        return Outcome(ok=False, reason=err.reason, message=err.message, terminal=err.terminal)
-
+    # -- startup ------------------------------------------------------------------------------
     def restore_all(self) -> dict[str, Outcome]:
         """Startup: serve the last promoted version of every model before anything else."""
         outcomes: dict[str, Outcome] = {}
         for model, promoted in sorted(queries.last_promoted(self.journal.records()).items()):
             swap, rec = promoted.body, promoted.rec
             if not isinstance(swap, SwapDone):
-                log.error(
-                    "restore.unreadable",
-                    model=model,
-                    seq=rec.seq,
-                    error=getattr(swap, "problem", None),
-                )
+                problem = getattr(swap, "problem", None)
+                log.error("restore.unreadable", model=model, seq=rec.seq, error=problem)
                 continue
-            spec = swap.spec
-            common = {
-                "to_version": spec.version,
-                "desired_digest": spec.digest,
-                "revision": rec.revision,
-            }
-            self.journal.append(model, RESTORE, Phase.BEGIN, detail=RestoreBegun(rec.seq), **common)
-            try:
-                # It was authorised when promoted (the chain-verified journal says by whom):
-                # serving it again at boot must not wait for the registry to be reachable.
-                auth = swap.authorization
-                self.ctx.seed_authorization(spec, dict(auth) if auth is not None else None)
-                restored = self.ctx.restore(spec) or {}
-            except Exception as e:
-                message = e.message if isinstance(e, HotswapError) else f"{type(e).__name__}: {e}"
-                self.journal.append(
-                    model, RESTORE, Phase.FAILED, detail=RestoreFailed(message), **common
-                )
-                log.error("restore.failed", model=model, version=spec.version, error=message)
-                outcomes[model] = Outcome(False, "restore-failed", message)
-                continue
-            done = RestoreDone(spec.version, str(restored.get("build_key", "")))
-            self.journal.append(model, RESTORE, Phase.DONE, detail=done, **common)
-            log.info("restore.done", model=model, version=spec.version)
-            outcomes[model] = Outcome(True)
+            # It was authorised when promoted (the chain-verified journal says by whom):
+            # serving it again at boot must not wait for the registry to be reachable.
+            auth = swap.authorization
+            self.ctx.seed_authorization(swap.spec, dict(auth) if auth is not None else None)
+            step = Restore(model, swap.spec, rec.seq)
+            outcomes[model] = self.run(model, [step], swap.spec, rec.revision)
         self._reload_quarantine()
         return outcomes
 
@@ -229,3 +234,15 @@ class Executor:
     def lift_quarantine(self, model: str) -> Quarantined | None:
         """An operator's `hotswap retry`: plan this model again; returns what was lifted."""
         return self.quarantine.clear(model)
+
+
+def _begun(step: AnyStep, because: str | None) -> Any:
+    if isinstance(step, Restore):
+        return RestoreBegun(step.from_seq)
+    if because is not None:
+        return RevertBegun(because)
+    return StepBegun(str(step))
+
+
+def _with_next(failed: Failed, next_: Next) -> Failed:
+    return Failed(failed.reason, failed.message, next_, failed.detail, failed.traceback)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.desired import ModelSpec, spec_from_json, spec_to_json
+from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import RuntimeFailure
 from reconciler.core.steps import Detail
 from reconciler.ops.authorization import Authorizer
@@ -24,8 +24,10 @@ from reconciler.ops.background import Background, heavy
 from reconciler.ops.memory import MemoryPlanner, memory_need
 from reconciler.ops.prepare import Preparer
 from reconciler.ops.rollout import RolloutProgress
+from reconciler.state import queries
 from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
+from reconciler.state.records import RestoreDone, SwapDone
 from reconciler.verify.health import health_check, warm_up
 from runtime.backends import BackendError
 from runtime.serving.slot import Instance, ModelSlot, Repository
@@ -131,19 +133,16 @@ class Instances:
         crashpoint("swap:flipped")
         self.progress.clear(spec.name)
         unavailable = self.memory.end_sequential(spec.name)
-        return {
-            **(
-                {"sequential": True, "unavailable_ms": unavailable}
-                if unavailable is not None
-                else {}
-            ),
-            "promoted": new.version,
-            "previous": old,
-            "build_key": new.meta["build_key"],
-            "spec": spec_to_json(spec),
+        return SwapDone(
+            promoted=new.version,
+            previous=old,
+            build_key=new.meta["build_key"],
+            spec=spec,
             # who authorised it (key id, manifest digest); the git commit is the record's revision
-            "authorization": new.meta.get("authorization"),
-        }
+            authorization=new.meta.get("authorization"),
+            sequential=unavailable is not None,
+            unavailable_ms=unavailable,
+        )
 
     def _promote_standby(self, spec: ModelSpec, slot: ModelSlot) -> Instance:
         # Going back to the version kept warm: one pointer change, no load, no warm-up — but
@@ -171,12 +170,13 @@ class Instances:
         detail: dict[str, Any] = {"dropped": dropped.version if dropped else None, "reason": reason}
         if self.memory.in_sequential_swap(model):
             # The active version was unloaded to make room: bring the last promoted one back.
-            promoted = self.journal.last_promoted().get(model)
-            if promoted is not None:
-                spec = spec_from_json(promoted.details["spec"])
-                self.authorizer.seed(spec, promoted.details.get("authorization"))
-                self.restore(spec)
-                detail["resumed"] = spec.version
+            promoted = queries.last_promoted(self.journal.records()).get(model)
+            if promoted is not None and isinstance(promoted.body, SwapDone):
+                swap = promoted.body
+                auth = swap.authorization
+                self.authorizer.seed(swap.spec, dict(auth) if auth is not None else None)
+                self.restore(swap.spec)
+                detail["resumed"] = swap.spec.version
             detail["unavailable_ms"] = self.memory.end_sequential(model)
         detail["serving"] = slot.active.version if slot and slot.active else None
         return detail
@@ -194,4 +194,4 @@ class Instances:
         inst = self.load(spec, key)
         inst.healthy = True
         self.repo.slot(spec.name).activate(inst)
-        return {"restored": spec.version, "build_key": key}
+        return RestoreDone(spec.version, key)

@@ -24,6 +24,7 @@ from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
 from reconciler.ops.background import Background, heavy
+from reconciler.state.records import BuildDone, FetchDone
 from reconciler.state.store import Store
 from reconciler.verify.model import VerifiedModel, verify
 
@@ -57,7 +58,7 @@ class Preparer:
     @heavy
     def fetch(self, spec: ModelSpec) -> Detail:
         path = self.download(spec)
-        return {"blob": path.name, "bytes": path.stat().st_size}
+        return FetchDone(blob=path.name, bytes=path.stat().st_size)
 
     def download(self, spec: ModelSpec) -> Path:
         """The blob of `spec` in the store, fetched with progress; at most the signed size."""
@@ -115,7 +116,7 @@ class Preparer:
     def build(self, spec: ModelSpec, key: str) -> Detail:
         backend = self.backends.get(spec.backend)
         path = self.artifacts.build(self.verified(spec), key, backend)
-        return {"build_key": key, "artifact": str(path), "bytes": path.stat().st_size}
+        return BuildDone(build_key=key, artifact=str(path), bytes=path.stat().st_size)
 
     def artifact(self, spec: ModelSpec, key: str) -> Path:
         """The verified, built artifact for `spec`, its own sha256 checked (once per load)."""

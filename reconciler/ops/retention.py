@@ -17,6 +17,7 @@ from reconciler.core.desired import ModelSpec
 from reconciler.core.steps import Detail
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.backends import Backends
+from reconciler.state import queries
 from reconciler.state.journal import Journal
 from reconciler.state.store import Store
 from runtime.serving.slot import Repository
@@ -77,23 +78,8 @@ class Retention:
 
     def _history(self, model: str) -> tuple[set[str], set[str], list[tuple[str, str]]]:
         """Blobs fetched, keys built, and (sha256, build key) promoted, most recent last."""
-        seen_blobs: set[str] = set()
-        seen_keys: set[str] = set()
-        promoted: list[tuple[str, str]] = []
-        for rec in self.journal.records(model):
-            detail = rec.details
-            if rec.phase != "done":
-                continue
-            if rec.step == "fetch":
-                seen_blobs.add(detail.get("blob", ""))
-            elif rec.step == "build":
-                seen_keys.add(detail.get("build_key", ""))
-            elif rec.step == "swap":
-                entry = (detail.get("spec", {}).get("sha256", ""), detail.get("build_key", ""))
-                if entry in promoted:
-                    promoted.remove(entry)
-                promoted.append(entry)
-        return seen_blobs, seen_keys, promoted
+        found = queries.history(self.journal.records(model), model)
+        return found.blobs, found.build_keys, found.promoted
 
     def _loaded(self) -> tuple[set[str], set[str]]:
         """sha256s and build keys of every instance loaded anywhere (any model, any role)."""

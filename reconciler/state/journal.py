@@ -225,21 +225,6 @@ class Journal:
         for row in self._db.execute(query + " ORDER BY seq", args):
             yield Record(*row)
 
-    def last_promoted(self) -> dict[str, Record]:
-        """Per model, the last record that made a version the served one (or unloaded it).
-
-        Kept for `reconciler.ops` until it reads `reconciler.state.queries.last_promoted`,
-        which gives the same records with their details typed.
-        """
-        latest: dict[str, Record] = {}
-        for record in self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM records WHERE phase = 'done'"
-            " AND step IN ('swap', 'unload') ORDER BY seq"
-        ):
-            rec = Record(*record)
-            latest[rec.model] = rec
-        return {m: r for m, r in latest.items() if r.step == "swap"}
-
     def verify(self) -> VerifyResult:
         """Check the file, then the hash chain end to end; read-only; names the first bad seq.
 

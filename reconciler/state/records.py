@@ -165,22 +165,24 @@ class SwapDone(Typed):
         )
 
 
-_FAILED_KEYS = frozenset({SCHEMA_KEY, "reason", "message", "terminal", "traceback"})
+_FAILED_KEYS = frozenset({SCHEMA_KEY, "reason", "message", "terminal", "next", "traceback"})
 
 
 @dataclass(frozen=True)
 class StepFailed(Typed):
-    """A plan step that failed: `terminal` quarantines the desired digest, otherwise the step is
-    retried with backoff. `figures` (a rollout gate's counts, ...) are written beside the named
-    keys, as 0.1.0 did, so every key a failure ever wrote stays where readers look for it."""
+    """A step that failed (a restore too): `terminal` quarantines the desired digest; `next`
+    says what the loop does about it (reconciler.core.reasons; absent in 0.1.0's records,
+    which had only `terminal`). `figures` (a rollout gate's counts, ...) are written beside the
+    named keys, as 0.1.0 did, so every key a failure ever wrote stays where readers look."""
 
     PHASE = Phase.FAILED.value
-    STEPS = PLAN_STEPS
+    STEPS = PLAN_STEPS | {StepName.RESTORE.value}
     reason: str
     message: str
     terminal: bool = False
     figures: Mapping[str, Any] = field(default_factory=dict)
     traceback: str | None = None
+    next: str | None = None
 
     def to_detail(self) -> dict[str, Any]:
         clash = _FAILED_KEYS & set(self.figures)
@@ -189,6 +191,8 @@ class StepFailed(Typed):
         body = {**self.figures, "reason": self.reason, "message": self.message}
         if self.traceback is not None:
             body["traceback"] = self.traceback
+        if self.next is not None:
+            body["next"] = self.next
         return self._detail(terminal=self.terminal, **body)
 
     @classmethod
@@ -200,6 +204,7 @@ class StepFailed(Typed):
             terminal=get(d, "terminal", bool, False),
             figures={k: v for k, v in d.items() if k not in _FAILED_KEYS},
             traceback=get(d, "traceback", str, None),
+            next=get(d, "next", str, None),
         )
 
 
@@ -280,6 +285,8 @@ def _kind(step: str, phase: str, detail: Mapping[str, Any]) -> Any:
         return RevertBegun if "because" in detail else StepBegun
     if step in PLAN_STEPS and phase == Phase.FAILED:
         return StepFailed
+    if step == StepName.RESTORE and phase == Phase.FAILED:
+        return StepFailed if "reason" in detail else RestoreFailed  # 0.1.0 wrote a message only
     return _BY_STEP_AND_PHASE.get((step, phase))
 
 

@@ -78,6 +78,10 @@ class Metrics:
             "hotswap_step_duration_seconds", "Reconcile step durations by step and outcome",
             ["step", "outcome"], buckets=STEP_BUCKETS, registry=r,
         )  # fmt: skip
+        self.step_failures = Counter(
+            "hotswap_step_failures", "Failed steps by step, reason and what happens next (retry, repair, budget, quarantine)",
+            ["step", "reason", "next"], registry=r,
+        )  # fmt: skip
 
     def watch_state(
         self, describe_models: Callable[[], dict[str, Any]], journal_bytes: Callable[[], int]

@@ -13,6 +13,7 @@ from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.backends import Backends
 from reconciler.ops.retention import Retention
 from reconciler.state.journal import Journal
+from reconciler.state.records import BuildDone, FetchDone, SwapDone
 from reconciler.state.store import Store
 from runtime.serving.slot import Repository
 from tests.support.instances import instance
@@ -42,9 +43,10 @@ def _deployed(journal: Journal, store: Store, artifacts: ArtifactCache, s: Model
     store.path(s.sha256).write_bytes(b"model")
     (artifacts.root / key(s)).mkdir()
     (artifacts.root / key(s) / "meta.json").write_text("{}")
-    journal.append(s.name, "fetch", "done", to_version=s.version, detail={"blob": s.sha256})
-    journal.append(s.name, "build", "done", to_version=s.version, detail={"build_key": key(s)})
-    swap = {"spec": {"sha256": s.sha256}, "build_key": key(s)}
+    journal.append(s.name, "fetch", "done", to_version=s.version, detail=FetchDone(s.sha256, 5))
+    built = BuildDone(key(s), str(artifacts.root / key(s)), 5)
+    journal.append(s.name, "build", "done", to_version=s.version, detail=built)
+    swap = SwapDone(promoted=s.version, previous=None, build_key=key(s), spec=s)
     journal.append(s.name, "swap", "done", to_version=s.version, detail=swap)
 
 

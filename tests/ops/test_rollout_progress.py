@@ -88,7 +88,7 @@ def test_the_swap_refuses_an_unjudged_candidate(ops: Operations) -> None:
 
 def test_progress_is_cleared_when_the_candidate_is_promoted(ops: Operations, clock: Clock) -> None:
     _pass_stage(ops, clock)
-    assert ops.swap(V2)["promoted"] == "2"
+    assert ops.swap(V2).promoted == "2"  # type: ignore[union-attr]
     ops.repo.slot("classifier").set_candidate(instance(V2))  # the same digest, loaded anew
     assert _candidate_stages(ops) == 0
     with pytest.raises(RuntimeFailure):

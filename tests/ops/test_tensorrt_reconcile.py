@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from reconciler.core.desired import Desired, HealthSpec, ModelSpec, ShapeRange, TensorSpec
+from reconciler.core.outcome import Done, Failed
 from reconciler.core.plan import plan
 from reconciler.loop.executor import Executor
 from reconciler.ops.backends import Backends
@@ -85,7 +86,7 @@ def test_reconcile_deploys_a_tensorrt_engine_and_rebuilds_for_another_gpu(
         "retire",
     ]
     outcome = Executor(ctx).run("doubler", steps, spec, None)
-    assert outcome.ok, outcome.message
+    assert isinstance(outcome, Done), outcome
     slot = ctx.repo.slot("doubler")
     assert slot.active is not None and slot.active.meta["platform"] == "tensorrt_plan"
     x = np.ones((3, 4), np.float32)
@@ -111,6 +112,6 @@ def test_a_failed_engine_build_leaves_the_serving_version(fake_trt: Any, tmp_pat
     outcome = Executor(ctx).run(
         "doubler", plan(Desired(models={"doubler": spec}), ctx.observe()), spec, None
     )
-    assert not outcome.ok and outcome.reason == "build-crashed"
+    assert isinstance(outcome, Failed) and outcome.reason == "build-crashed"
     assert ctx.repo.slot("doubler").active is None
     assert not any(p.name.endswith(".hotswap-tmp") for p in (tmp_path / "state").rglob("*"))

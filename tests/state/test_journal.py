@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.state import queries
 from reconciler.state.journal import GENESIS, Journal, JournalError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,11 +158,16 @@ def test_last_promoted_is_the_last_swap_done_per_model_and_forgets_unloaded(db: 
     j.append("a", "swap", "failed", to_version="3")
     j.append("a", "health-check", "done", to_version="4")  # not a swap
     j.append("b", "unload", "begin")
-    assert {m: r.to_version for m, r in j.last_promoted().items()} == {"a": "2", "b": "1"}
+    assert {m: e.rec.to_version for m, e in queries.last_promoted(j.records()).items()} == {
+        "a": "2",
+        "b": "1",
+    }
     j.append("b", "unload", "done")
-    assert {m: r.to_version for m, r in j.last_promoted().items()} == {"a": "2"}
+    assert {m: e.rec.to_version for m, e in queries.last_promoted(j.records()).items()} == {
+        "a": "2"
+    }
     j.append("b", "swap", "done", to_version="5")  # deployed again after the unload
-    promoted = j.last_promoted()
+    promoted = {m: e.rec for m, e in queries.last_promoted(j.records()).items()}
     assert {m: r.to_version for m, r in promoted.items()} == {"a": "2", "b": "5"}
     assert promoted["a"].seq == 3 and promoted["a"].step == "swap"
 

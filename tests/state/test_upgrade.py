@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.outcome import Done
 from reconciler.core.plan import plan
 from reconciler.loop.executor import Executor
-from reconciler.operator.handler import OperatorRequests
 from reconciler.loop.quarantine import Quarantine
+from reconciler.operator.handler import OperatorRequests
 from reconciler.ops import prepare
 from reconciler.ops.context import Operations
 from reconciler.source.load import read_desired
@@ -76,7 +77,7 @@ def test_restore_serves_v1_without_the_registry_and_keeps_the_override_and_quara
 
         outcomes = Executor(ctx, None, quarantine).restore_all()
 
-        assert outcomes["classifier"].ok, outcomes
+        assert isinstance(outcomes["classifier"], Done), outcomes
         active = ctx.repo.get("classifier").active
         assert (active.version, active.meta["sha256"]) == ("1", upgrade.V1_SHA256)
         assert active.meta["digest"] == upgrade.V1_DIGEST
@@ -100,7 +101,9 @@ def test_restore_serves_v1_without_the_registry_and_keeps_the_override_and_quara
         planned = operator.effective(desired)
         assert planned.models["classifier"].version == "1"  # the override is still served
         held_now = quarantine.snapshot()
-        assert plan(planned, ctx.observe(held_now.digests, held_now.errors)) == []  # and it is the restored instance
+        assert (
+            plan(planned, ctx.observe(held_now.digests, held_now.errors)) == []
+        )  # and it is the restored instance
     finally:
         ctx.background.shutdown()
         journal.close()
