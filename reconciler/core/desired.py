@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from reconciler.core.names import Strategy
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -68,7 +70,7 @@ DEFAULT_STAGES = {
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    strategy: str = "immediate"  # immediate | canary | shadow
+    strategy: Strategy = Strategy.IMMEDIATE
     on_failure: str = "revert"
     steps: tuple[RolloutStage, ...] = ()
     gates: Gates = field(default_factory=Gates)
@@ -242,6 +244,8 @@ def _rollout_from_json(data: Mapping[str, Any]) -> RolloutSpec:
         known["steps"] = tuple(RolloutStage(**_known(RolloutStage, s)) for s in known["steps"])
     if "gates" in known:
         known["gates"] = Gates(**_known(Gates, known["gates"]))
+    if "strategy" in known:
+        known["strategy"] = Strategy(known["strategy"])
     return RolloutSpec(**known)
 
 

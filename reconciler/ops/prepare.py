@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.core.desired import ModelSpec
-from reconciler.core.errors import TransientError
+from reconciler.core.errors import IntegrityError, TransientError
 from reconciler.core.steps import Detail
 from reconciler.fetch.download import fetch
 from reconciler.fetch.transports import ProgressBar
@@ -95,12 +95,21 @@ class Preparer:
             )
         auth = self.authorizer.authorize(spec)
         policy = self.authorizer.policy
-        self._verified[spec.name] = verify(
-            spec,
-            path,
-            allowed_domains=policy.allowed_domains,
-            max_bytes=policy.max_model_bytes,
-        )
+        try:
+            self._verified[spec.name] = verify(
+                spec, path, allowed_domains=policy.allowed_domains, max_bytes=policy.max_model_bytes
+            )
+        except IntegrityError as e:
+            if e.reason != "sha256-mismatch":
+                raise
+            # The store only ever holds bytes whose hash matched when they came in: a mismatch
+            # now is damage to the local copy (bit-rot, a torn write), not a verdict on the
+            # version. Discard it; the repair fetches it again, checked as on first fetch.
+            path.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{e.message}; the damaged copy in the store was discarded and is fetched again",
+                reason="store-damaged",
+            ) from e
         checks = ["signature" if auth.signed else "UNSIGNED", "sha256", "onnx", "interface"]
         return {"sha256": spec.sha256, "checks": checks, "authorization": auth.to_json()}
 

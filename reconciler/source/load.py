@@ -40,6 +40,7 @@ from reconciler.core.desired import (
     ShapeRange,
     TensorSpec,
 )
+from reconciler.core.names import Strategy
 from reconciler.source.gitrev import git_revision
 
 SCHEMA_FILE = "model-deployment.v1.json"
@@ -289,7 +290,7 @@ def _rollout(rollout: dict[str, Any]) -> RolloutSpec:
                     " p99 latency with (max_p99_latency_ratio); use at most 99",
                 )
     return RolloutSpec(
-        strategy=strategy,
+        strategy=Strategy(strategy),
         on_failure=rollout.get("on_failure", "revert"),
         steps=stages,
         gates=gates,

@@ -179,3 +179,20 @@ def test_restore_is_journaled_like_any_step(dev: Device) -> None:
     restores = dev.records(step=StepName.RESTORE)
     assert [r.phase for r in restores] == ["begin", "done"]
     assert restores[0].to_version == "1" and unclosed_begins(dev) == []
+
+
+def test_a_damaged_stored_model_is_fetched_again_never_quarantined(dev: Device) -> None:
+    spec = dev.spec("1")
+    dev.converge(spec)
+    blob = dev.state / "store" / "sha256" / spec.sha256
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(data))
+
+    dev = dev.restart()
+    assert dev.serving() == "1"  # refetched from the registry, verified, loaded
+    [damaged] = failed(dev, StepName.RESTORE)
+    assert damaged["reason"] == "store-damaged" and damaged["next"] == "repair"
+    assert blob.read_bytes() != bytes(data)  # the intact bytes again
+    assert dev.quarantine.get("m") is None and unclosed_begins(dev) == []
