@@ -89,6 +89,7 @@ def _row(name: str, served: dict[str, Any], view: DaemonView, running: bool) -> 
         "standby": served.get("standby"),
         "state": model_state(name, view, running),
         "last_error": served.get("last_error"),
+        "last_failure": served.get("last_failure"),  # {"reason", "next", "summary"}
         "fetch": served.get("fetch"),  # {"bytes", "total"} while a download runs
         "override": override_row(override) if override else None,
         "rollout": rollout_row(served.get("rollout"), view.planned.models.get(name)),
@@ -167,6 +168,9 @@ def _print_details(r: dict[str, Any]) -> None:
         print(f"  override: {r['override']['text']}")
     if r["last_error"]:
         print(f"  last error: {r['last_error']}")
+    failure = r.get("last_failure")
+    if failure and failure["next"] != "quarantine":
+        print(f"  reason: {failure['reason']} ({failure['summary']}); next: {failure['next']}")
     if r["state"] == "failed (quarantined)":
         print(
             f"  quarantined: not retried until desired state changes version;"

@@ -317,6 +317,8 @@ class Controller:
                     self.ready(),
                     progress=self.ctx.download_progress(),
                     overrides=self.operator.snapshot(),
+                    reasons=self.quarantine.snapshot().reasons,
+                    passes=self.passes,
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -178,7 +178,7 @@ class Executor:
                     failed.traceback, str(failed.next),
                 )  # fmt: skip
                 self.journal.append(run.model, step.name, Phase.FAILED, detail=record, **columns)
-                self.quarantine.note_error(run.model, failed.message)
+                self.quarantine.note_error(run.model, failed.message, failed.reason)
                 log.error(
                     "step.failed", model=run.model, step=str(step.name), reason=failed.reason,
                     next=str(failed.next), error=failed.message,

@@ -34,6 +34,7 @@ class QuarantineSnapshot:
 
     digests: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     errors: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+    reasons: Mapping[str, str] = field(default_factory=lambda: _frozen({}))  # of the last error
 
 
 class Quarantine:
@@ -41,6 +42,7 @@ class Quarantine:
         self._lock = threading.Lock()
         self._held: dict[str, Quarantined] = {}
         self._errors: dict[str, str] = {}
+        self._reasons: dict[str, str] = {}
 
     def quarantine(self, model: str, digest: str, message: str) -> None:
         """Do not retry `digest` for `model`; `message` is also its last error."""
@@ -48,15 +50,21 @@ class Quarantine:
             self._held[model] = Quarantined(digest, message)
             self._errors[model] = message
 
-    def note_error(self, model: str, message: str) -> None:
-        """A failure worth showing in status, quarantined or not (a transient one is retried)."""
+    def note_error(self, model: str, message: str, reason: str | None = None) -> None:
+        """A failure worth showing in status, quarantined or not (a transient one is retried);
+        `reason` is its code in reconciler.core.reasons, which says what happens next."""
         with self._lock:
             self._errors[model] = message
+            if reason is None:
+                self._reasons.pop(model, None)
+            else:
+                self._reasons[model] = reason
 
     def clear(self, model: str) -> Quarantined | None:
         """End the quarantine and forget the last error; returns what was quarantined."""
         with self._lock:
             self._errors.pop(model, None)
+            self._reasons.pop(model, None)
             return self._held.pop(model, None)
 
     def get(self, model: str) -> Quarantined | None:
@@ -74,4 +82,6 @@ class Quarantine:
     def snapshot(self) -> QuarantineSnapshot:
         with self._lock:
             digests = {m: q.digest for m, q in self._held.items()}
-            return QuarantineSnapshot(_frozen(digests), _frozen(self._errors))
+            return QuarantineSnapshot(
+                _frozen(digests), _frozen(self._errors), _frozen(self._reasons)
+            )

@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.desired import Desired
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.core.override import Override
+from reconciler.core.reasons import reason
 from reconciler.state.atomic import atomic_write
 from reconciler.state.detail import Unreadable
 from reconciler.state.operator_records import OverrideSet
@@ -36,7 +38,11 @@ def write_snapshot(
     ready: bool,
     progress: dict[str, tuple[int, int | None]] | None = None,
     overrides: dict[str, Any] | None = None,
+    reasons: Mapping[str, str] | None = None,
+    passes: int = 0,
 ) -> None:
+    """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
+    (what a test or a script waits on instead of sleeping: "three more passes, and nothing")."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -49,6 +55,7 @@ def write_snapshot(
             **repo_view.get(name, {"active": None, "candidate": None, "standby": None}),
             "failed_digest": obs.failed_digest,
             "last_error": obs.last_error,
+            "last_failure": _failure(reasons.get(name)) if reasons else None,
         }
         if progress and name in progress:  # a download in flight
             done, total = progress[name]
@@ -57,6 +64,7 @@ def write_snapshot(
         "pid": os.getpid(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "ready": ready,
+        "passes": passes,
         "revision": desired.revision if desired else None,
         "models": models,
         "errors": [e.to_json() for e in desired.errors] if desired else [],
@@ -66,6 +74,13 @@ def write_snapshot(
         "backend_versions": dict(observed.backend_versions),
     }
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
+
+
+def _failure(code: str | None) -> dict[str, str] | None:
+    if code is None:
+        return None
+    entry = reason(code)
+    return {"reason": code, "next": str(entry.next), "summary": entry.summary}
 
 
 def read_snapshot(state_dir: Path) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from tests.support.e2e import (
     model_row,
     select,
     served,
+    wait_passes,
     wait_records,
     wait_served,
     wait_status,
@@ -165,7 +166,7 @@ def test_bad_versions_are_rejected_and_quarantined(kit: Kit, daemon) -> None:
         assert row["active"]["version"] == "2"
         assert "NaN" in (row["last_error"] or "")
         # no retry loop: several resyncs (0.5 s) later, v3 was tried exactly once
-        time.sleep(2.0)
+        wait_passes(d, 4)
         recs = select(d.journal_records(), after_seq=since, to_version="3")
         assert len(select(recs, step="health-check", phase="begin")) == 1, recs
         assert len(select(recs, step="fetch", phase="begin")) == 1, recs

@@ -22,6 +22,7 @@ from tests.support.e2e import (
     VersionWatch,
     model_row,
     select,
+    wait_passes,
     wait_records,
     wait_served,
 )
@@ -238,10 +239,10 @@ def test_crash_as_the_gate_fails_restarts_on_the_old_version_with_the_candidate_
         d.wait_for(lambda: not d.alive(), 60, "the crash point")
     finally:
         load.stop()
-    d.start()
+    d.start(resync=0.5)  # passes come often: each one would rerun a forgotten canary
     wait_served(d, "1")
     with VersionWatch(d, interval=0.02) as watch:
-        time.sleep(2.0)  # passes that would rerun the canary if the failure were forgotten
+        wait_passes(d, 4)  # passes that would rerun the canary if the failure were forgotten
     watch.assert_only("1")
     recs = d.journal_records()
     assert len(select(recs, step="rollout", phase="begin", to_version="5")) == 1

@@ -7,7 +7,6 @@ quarantine once. Requests travel through the state directory, never the HTTP API
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import yaml
@@ -21,6 +20,7 @@ from tests.support.e2e import (
     model_row,
     select,
     served,
+    wait_passes,
     wait_records,
     wait_served,
 )
@@ -83,7 +83,7 @@ def test_rollback_holds_through_resync_and_kill9_until_desired_changes_version(
 
     # Resyncs every 0.5 s read the same desired v2 again: the override holds.
     with VersionWatch(d) as watch:
-        time.sleep(1.5)
+        wait_passes(d, 3)
     watch.assert_only("1")
     status = d.cli("status")
     assert "overridden" in status.stdout, status.stdout
@@ -103,7 +103,7 @@ def test_rollback_holds_through_resync_and_kill9_until_desired_changes_version(
     d.start(resync=0.5)
     wait_served(d, "1")
     with VersionWatch(d) as watch:
-        time.sleep(1.5)
+        wait_passes(d, 3)
     watch.assert_only("1")
     assert model_row(d.status())["state"] == "overridden"
     assert not select(d.journal_records(), step="swap", after_seq=mark)
@@ -177,7 +177,7 @@ def test_retry_tries_a_quarantined_version_once_more(kit: Kit, daemon) -> None:
         lambda: model_row(d.status())["state"] == "failed (quarantined)", what="quarantined again"
     )
     # and not retried in a loop afterwards
-    time.sleep(1.5)
+    wait_passes(d, 3)
     again = select(d.journal_records("classifier"), step="health-check", phase="failed")
     assert len(again) == 2 and first["seq"] < again[-1]["seq"]
     assert served(d) == "2"

@@ -141,6 +141,15 @@ def wait_records(
     return found
 
 
+def wait_passes(d: Daemon, passes: int, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait until the daemon has planned `passes` more times (its status snapshot counts them):
+    how a test says "and nothing more happened" without betting on a sleep being long enough."""
+    start = int(d.status().get("passes", 0))
+    return wait_status(
+        d, lambda s: int(s.get("passes", 0)) >= start + passes, f"{passes} more passes", timeout
+    )
+
+
 def wait_status(
     d: Daemon, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30.0
 ) -> dict[str, Any]:
