@@ -19,11 +19,12 @@ import structlog
 
 from reconciler.core.desired import Desired, LoadError, ModelSpec
 from reconciler.core.observed import Observed
-from reconciler.core.outcome import Failed, Outcome, Wait
+from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
 from reconciler.core.steps import AnyStep
 from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
+from reconciler.loop.schedule import Schedule
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.context import Operations
@@ -37,16 +38,6 @@ from runtime.serving.metrics import Metrics
 from runtime.serving.slot import Repository
 
 log = structlog.get_logger("hotswap.controller")
-
-MAX_BACKOFF_S = 300.0
-
-
-def backoff_delay(attempts: int, rng: random.Random | None = None) -> float:
-    """Seconds before retrying a model after its `attempts`-th transient failure in a row:
-    doubling from 1 s up to MAX_BACKOFF_S, times a jitter of 0.5-1.5 so a fleet that lost its
-    registry at the same moment does not come back to it in lockstep."""
-    base = min(MAX_BACKOFF_S, 0.5 * 2 ** min(attempts, 32))
-    return base * (rng or random).uniform(0.5, 1.5)
 
 
 class Controller:
@@ -97,16 +88,9 @@ class Controller:
         self.desired: Desired | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._busy: set[str] = set()
-        self._backoff: dict[
-            str, tuple[int, float]
-        ] = {}  # model -> (attempts, not before, monotonic)
+        self._lock = threading.Lock()  # the status writer's
+        self.schedule = Schedule()
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
-        # A step that said Wait (a rollout stage running) is due again at a time: until then a
-        # pass leaves it alone, unless its plan changed or the candidate failed a request.
-        self._requeue: dict[str, float] = {}  # model -> when (monotonic) a waiting step is due
-        self._urgent: set[str] = set()  # models whose waiting step must be looked at now
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
         self._loop_thread = threading.Thread(
             target=self._loop, name="hotswap-reconcile", daemon=True
@@ -146,8 +130,7 @@ class Controller:
 
     def judge_now(self, model: str) -> None:
         """A candidate failed a request: judge its rollout stage at once, not when it is due."""
-        with self._lock:
-            self._urgent.add(model)
+        self.schedule.look_now(model)
         self._wake.set()
 
     def ready(self) -> bool:
@@ -170,8 +153,7 @@ class Controller:
                 log.exception("reconcile.pass-failed")
             # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
             timeout = self.resync_s * random.uniform(0.9, 1.1)
-            with self._lock:
-                due = min(self._requeue.values(), default=None)
+            due = self.schedule.next_due()
             if due is not None:  # a rollout stage to look at again
                 timeout = min(timeout, max(0.0, due - time.monotonic()))
             self._wake.wait(timeout=timeout)
@@ -183,8 +165,7 @@ class Controller:
         self.desired = desired
         self._report_load_errors(desired.errors)
         for model in self.operator.take(desired):  # a retry starts over, without backoff
-            with self._lock:
-                self._backoff.pop(model, None)
+            self.schedule.retry_now(model)
         # What is planned: desired state with the operator's overrides (`hotswap rollback`).
         planned = self.operator.effective(desired)
         specs = [*planned.models.values(), *desired.models.values()]
@@ -197,17 +178,9 @@ class Controller:
             by_model.setdefault(step.model, []).append(step)
         now = time.monotonic()
         for model, model_steps in by_model.items():
-            with self._lock:
-                if model in self._busy:
-                    continue
-                _, not_before = self._backoff.get(model, (0, 0.0))
-                if now < not_before:
-                    continue
-                resuming = self.executor.waiting_on(model) == model_steps[0]
-                if resuming and now < self._requeue.get(model, 0.0) and model not in self._urgent:
-                    continue  # the same stage, not due yet: nothing new to judge
-                self._urgent.discard(model)
-                self._busy.add(model)
+            resuming = self.executor.waiting_on(model) == model_steps[0]
+            if not self.schedule.claim(model, resuming):
+                continue
             # a rollout stage looked at again is routine: only new work is worth an info line
             (log.debug if resuming else log.info)(
                 "reconcile.dispatch",
@@ -224,38 +197,17 @@ class Controller:
     def _work(
         self, model: str, steps: list[AnyStep], spec: ModelSpec | None, revision: str | None
     ) -> None:
+        outcome: Outcome | None = None
         try:
             outcome = self.executor.run(model, steps, spec, revision)
-            with self._lock:
-                self._schedule(model, outcome)
         except Exception:
             log.exception("reconcile.worker-crashed", model=model)
         finally:
-            with self._lock:
-                self._busy.discard(model)
+            self.schedule.finished(model, outcome)
             self.write_status()
             # Plan again now: the next steps if it finished or failed, and if it waits, so the
             # loop sleeps until the new due time rather than the one it computed before.
             self.wake()
-
-    def _schedule(self, model: str, outcome: Outcome) -> None:
-        """When to plan `model` again, from what its run came to (the executor has journaled
-        it): a waiting step when it is due, a failure that may be retried after a backoff."""
-        self._requeue.pop(model, None)
-        match outcome:
-            case Wait(after_s=after):
-                self._requeue[model] = time.monotonic() + after
-                self._backoff.pop(model, None)
-            case Failed() as failed if not failed.quarantines:
-                attempts = self._backoff.get(model, (0, 0.0))[0] + 1
-                delay = backoff_delay(attempts)
-                self._backoff[model] = (attempts, time.monotonic() + delay)
-                log.info(
-                    "reconcile.retry-later", model=model, attempt=attempts,
-                    delay_s=round(delay, 2), reason=failed.reason, next=str(failed.next),
-                )  # fmt: skip
-            case _:
-                self._backoff.pop(model, None)
 
     def observe(self) -> Observed:
         """The runtime and store as the planner sees them, quarantines included."""
@@ -324,5 +276,4 @@ class Controller:
                 log.warning("status.write-failed", error=str(e))
 
     def busy(self) -> bool:
-        with self._lock:
-            return bool(self._busy)
+        return self.schedule.busy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from reconciler.loop.controller import MAX_BACKOFF_S, backoff_delay
+from reconciler.loop.schedule import MAX_BACKOFF_S, backoff_delay
 
 
 def test_transient_failures_back_off_exponentially_with_jitter_up_to_a_cap() -> None:
