@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
 from reconciler.cli.version import hotswap_version
+from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
     from reconciler.loop.controller import Controller
@@ -170,8 +171,8 @@ def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyRe
         log.error("journal.chain-broken", seq=check.first_bad_seq, problem=check.problem)
         journal.append(
             "-",
-            "journal",
-            "failed",
+            Event.JOURNAL,
+            Phase.FAILED,
             detail={"problem": check.problem, "first_bad_seq": check.first_bad_seq},
         )
     daemon.controller.recover(restore=check.ok)

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+from reconciler.core.names import Event
 
 
 def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
@@ -100,6 +101,6 @@ def _note(rec: Any) -> str:
             else ""
         )
     )
-    if rec.step in ("override", "retry") and detail.get("user"):  # an operator's request
+    if rec.step in (Event.OVERRIDE, Event.RETRY) and detail.get("user"):  # an operator's request
         note = note or f"by {detail['user']}: {detail.get('reason') or 'no reason given'}"
     return str(note)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from reconciler.core.desired import ModelSpec
 
 from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+from reconciler.core.names import Phase, StepName
 
 POLL_S = 0.1
 
@@ -228,7 +229,7 @@ def _submit(
         entry = _answer(f, request.id)
         if isinstance(entry, str):
             return _not_answered(f, entry)
-        if entry.rec.phase == "failed":
+        if entry.rec.phase == Phase.FAILED:
             _err(queries.message(entry) or "refused")
             return EXIT_FAILURE
         return then(f, entry)
@@ -275,7 +276,7 @@ def _follow_rollback(f: _Follower, entry: Any) -> int:
                 print(f"{f.model}: rolled back to v{target} (was {was}); {until}")
             return EXIT_OK
         for later in queries.after(f.records(), rec.seq):
-            if later.rec.phase == "failed" and later.rec.to_version == target:
+            if later.rec.phase == Phase.FAILED and later.rec.to_version == target:
                 _err(
                     f"rollback of {f.model} to v{target} failed at {later.rec.step}:"
                     f" {queries.message(later)}; see hotswap status"
@@ -325,11 +326,11 @@ def _follow_retry(f: _Follower, entry: Any) -> int:
     )
     while True:
         for later in queries.after(f.records(), rec.seq):
-            done = later.rec.step == "swap" and later.rec.phase == "done"
+            done = later.rec.step == StepName.SWAP and later.rec.phase == Phase.DONE
             if done and later.rec.to_version == version:
                 print(f"{f.model}: v{version} is serving")
                 return EXIT_OK
-            if later.rec.phase == "failed" and later.rec.to_version == version:
+            if later.rec.phase == Phase.FAILED and later.rec.to_version == version:
                 terminal = isinstance(later.body, StepFailed) and later.body.terminal
                 again = "quarantined again" if terminal else "will retry"
                 _err(

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from reconciler.core.desired import Desired, LoadError, ModelSpec
+from reconciler.core.names import Event, Phase
 from reconciler.core.observed import Observed
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
@@ -221,7 +222,7 @@ class Controller:
         except TrustConfigError as e:
             if e.message != self._trust_error:
                 log.error("trust.invalid", trust_dir=str(self.trust_dir), error=e.message)
-                self.journal.append("-", "trust", "failed", detail={"message": e.message})
+                self.journal.append("-", Event.TRUST, Phase.FAILED, detail={"message": e.message})
             self._trust_error = e.message
             return
         if self._trust_error is not None or self.passes == 0:
@@ -254,7 +255,7 @@ class Controller:
                     error=err.message,
                 )
                 self.journal.append(
-                    err.model or err.file, "desired", "failed", detail=err.to_json()
+                    err.model or err.file, Event.DESIRED, Phase.FAILED, detail=err.to_json()
                 )
         self._reported_errors = current
 
