@@ -2,9 +2,10 @@
 
 The Fetch step (via `StepContext.fetch`) calls `fetch(spec, store, ...)`; startup restore calls
 it too when a promoted blob went missing. This layer knows the desired-state spec: it names the
-desired file and field in every message and applies the global size cap; the transports, the
-resume and retry loop live in `fetchers.py`. `fetch_bytes` reads small documents (a manifest and
-its signature) under a 1 MiB cap; `manifest_location` says where a model's manifest is.
+desired file and field in every message and applies the global size cap; the resume and retry
+loop lives in `transports.py`, the transports beside it (`files.py`, `http.py`). `fetch_bytes`
+reads small documents (a manifest and its signature) under a 1 MiB cap; `manifest_location`
+says where a model's manifest is.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 from urllib.parse import urljoin
 
 from reconciler.core.desired import ModelSpec
-from reconciler.fetch.transports import Progress, fetch_into_store, local_path
+from reconciler.fetch.files import local_path
+from reconciler.fetch.progress import Progress
 from reconciler.fetch.transports import fetch_bytes as _fetch_bytes
+from reconciler.fetch.transports import fetch_into_store
 from reconciler.state.store import Store
 
 __all__ = ["GLOBAL_MAX_BYTES", "fetch", "fetch_bytes", "local_path", "manifest_location"]

@@ -1,14 +1,16 @@
-"""How model bytes travel: a `Fetcher` per scheme, and the one download loop into the store.
+"""How model bytes travel: a `Fetcher` chosen by scheme, and the one download loop into the store.
 
-`fetch.py` (the Fetch step, and the manifest reader) calls `fetch_into_store` / `fetch_bytes`;
-they pick a `Fetcher` by scheme: `FileFetcher` for paths and `file://`, `HttpFetcher` (httpx)
-for `https://` and, only where the device trust policy says `allow_http`, `http://`. A fetcher
-only opens a byte stream at an offset; everything that must hold whatever the transport —
-running sha256, size cap, resume from `store/partial/<hex>.part`, retries with backoff and
-jitter, atomic rename, progress — lives once, in `fetch_into_store`. Tests swap the transport
-for a fake registry on 127.0.0.1 (tests/support/fakeregistry.py).
+`download.py` (the Fetch step, and the manifest reader) calls `fetch_into_store` / `fetch_bytes`;
+they pick a `Fetcher` (`stream.py`) by scheme: `FileFetcher` (`files.py`) for paths and
+`file://`, `HttpFetcher` (`http.py`, httpx) for `https://` and, only where the device trust
+policy says `allow_http`, `http://`. A fetcher only opens a byte stream at an offset; everything
+that must hold whatever the transport — running sha256, size cap, resume from
+`store/partial/<hex>.part`, retries with backoff and jitter, atomic rename, progress
+(`progress.py`) — lives once, here, in `fetch_into_store`. Tests swap the transport for a fake
+registry on 127.0.0.1 (tests/support/fakeregistry.py).
 
-Failures, by what happens next (reason strings are stable):
+Failures, by what happens next (reason strings are stable; the transports raise the first two
+rows' errors and the redirect refusal, this module decides the rest):
   connection drop, timeout, 5xx  -> retried here (the .part kept, next request resumes with
                                      Range); after the last retry TransientError fetch-failed
   404/403/401/410                -> TransientError source-missing (the registry may get it later)
@@ -21,216 +23,25 @@ Failures, by what happens next (reason strings are stable):
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import importlib.metadata
-import os
 import random
-import re
-import stat
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, TextIO, TypeVar
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import httpx
 
 from reconciler.core.errors import HotswapError, IntegrityError, InvalidInput, TransientError
+from reconciler.fetch.files import FileFetcher, local_path
+from reconciler.fetch.http import DEFAULT_TIMEOUT, HttpFetcher
+from reconciler.fetch.progress import Progress, Throttled
+from reconciler.fetch.stream import FetchDropped, Fetcher
 from reconciler.state.store import Partial, Store
 
-Progress = Callable[[int, "int | None"], None]
 T = TypeVar("T")
-
-CHUNK = 256 * 1024
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
-PROGRESS_EVERY_S = 0.25
-_MISSING = (401, 403, 404, 410)
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-try:
-    USER_AGENT = f"hotswap/{importlib.metadata.version('hotswap')}"
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    USER_AGENT = "hotswap/dev"
-
-
-class FetchDropped(TransientError):
-    """The transfer broke off (drop, timeout, 5xx): worth retrying now, resuming the .part."""
-
-    reason = "fetch-failed"
-
-
-@dataclass
-class Download:
-    """An open source: `chunks` are the resource's bytes from `start` (the asked offset or 0)."""
-
-    start: int
-    total: int | None  # size of the whole resource, when the source says
-    chunks: Iterator[bytes]
-
-
-class Fetcher(Protocol):
-    def open(self, url: str, offset: int = 0) -> contextlib.AbstractContextManager[Download]:
-        """Open `url` at `offset` (or at 0 if the source cannot seek); raise HotswapErrors."""
-        ...
-
-
-def local_path(source: str) -> Path | None:
-    parsed = urlparse(source)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain path (or a Windows drive)
-        return Path(source)
-    return None
-
-
-class FileFetcher:
-    """Plain paths and `file://` URLs; seeks to the offset, so a local copy resumes too."""
-
-    def open(self, url: str, offset: int = 0) -> contextlib.AbstractContextManager[Download]:
-        return self._open(url, offset)
-
-    @contextlib.contextmanager
-    def _open(self, url: str, offset: int) -> Iterator[Download]:
-        path = local_path(url) or Path(url)
-        try:
-            f = path.open("rb")
-        except FileNotFoundError as e:
-            raise TransientError(f"{path} does not exist", reason="source-missing") from e
-        except IsADirectoryError as e:
-            raise InvalidInput(f"{path} is a directory", reason="source-invalid") from e
-        except PermissionError as e:
-            raise TransientError(f"{path}: permission denied", reason="source-unreadable") from e
-        except OSError as e:
-            raise FetchDropped(f"{path}: {e.strerror or e}") from e
-        with f:
-            try:
-                st = os.fstat(f.fileno())
-            except OSError as e:
-                raise FetchDropped(f"{path}: {e.strerror or e}") from e
-            total = st.st_size if stat.S_ISREG(st.st_mode) else None  # a pipe, a device: no size
-            start = offset if total is not None and 0 < offset <= total else 0
-            if start:
-                f.seek(start)
-            yield Download(start, total, _file_chunks(f, path))
-
-
-def _file_chunks(f: IO[bytes], path: Path) -> Iterator[bytes]:
-    while True:
-        try:
-            chunk = f.read(CHUNK)
-        except OSError as e:
-            raise FetchDropped(f"reading {path}: {e.strerror or e}") from e
-        if not chunk:
-            return
-        yield chunk
-
-
-def check_redirect(from_url: str, to_url: str, allow_http: bool) -> None:
-    """Follow a redirect only to http(s), never from https down to http, http only if allowed."""
-    src, dst = urlparse(from_url).scheme.lower(), urlparse(to_url).scheme.lower()
-    why = None
-    if dst not in ("http", "https"):
-        why = f"to a {dst or 'relative'}: URL"
-    elif src == "https" and dst == "http":
-        why = "from https down to plain http"
-    elif dst == "http" and not allow_http:
-        why = "to plain http, which the device trust policy does not allow"
-    if why:
-        raise TransientError(
-            f"refusing redirect from {from_url} to {to_url} ({why})", reason="redirect-refused"
-        )
-
-
-class HttpFetcher:
-    """httpx over HTTP/1.1: identity encoding (the bytes the sha256 pins), Range for resume."""
-
-    def __init__(
-        self,
-        allow_http: bool = False,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.allow_http = allow_http
-        self.client = httpx.Client(
-            timeout=timeout,
-            follow_redirects=True,
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            event_hooks={"response": [self._on_response]},
-            transport=transport,
-        )
-
-    def _on_response(self, response: httpx.Response) -> None:
-        if response.has_redirect_location:
-            target = response.url.join(response.headers["location"])
-            check_redirect(str(response.url), str(target), self.allow_http)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def open(self, url: str, offset: int = 0) -> contextlib.AbstractContextManager[Download]:
-        return self._open(url, offset)
-
-    @contextlib.contextmanager
-    def _open(self, url: str, offset: int) -> Iterator[Download]:
-        response, start, total = self._get(url, offset)
-        try:
-            yield Download(start, total, _http_chunks(response))
-        finally:
-            response.close()
-
-    def _get(self, url: str, offset: int) -> tuple[httpx.Response, int, int | None]:
-        for _ in range(3):  # a 416 or a mismatched 206 is asked once more, from byte 0
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
-            try:
-                response = self.client.send(
-                    self.client.build_request("GET", url, headers=headers), stream=True
-                )
-            except httpx.TooManyRedirects as e:
-                raise TransientError(f"{url}: too many redirects", reason="fetch-failed") from e
-            except httpx.InvalidURL as e:
-                raise InvalidInput(f"{url}: invalid URL: {e}", reason="source-invalid") from e
-            except httpx.TransportError as e:
-                raise FetchDropped(f"{url}: {_describe(e)}") from e
-            code, where = response.status_code, str(response.url)
-            if code == 200:
-                length = response.headers.get("content-length")
-                return response, 0, int(length) if length and length.isdigit() else None
-            if code == 206 and offset:
-                m = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
-                if m and int(m.group(1)) == offset:
-                    return response, offset, None if m.group(3) == "*" else int(m.group(3))
-            response.close()
-            if code in (206, 416):  # our .part does not fit what the server has: start over
-                offset = 0
-                continue
-            if code in _MISSING:
-                raise TransientError(
-                    f"{where}: HTTP {code} {response.reason_phrase}", reason="source-missing"
-                )
-            if code in (408, 429) or code >= 500:
-                raise FetchDropped(f"{where}: HTTP {code} {response.reason_phrase}")
-            raise TransientError(
-                f"{where}: unexpected HTTP {code} {response.reason_phrase}", reason="fetch-failed"
-            )
-        raise FetchDropped(f"{url}: the server does not answer Range requests consistently")
-
-
-def _http_chunks(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        # No chunk_size: httpx would hold back a partial chunk, and lose it when the line drops.
-        yield from response.iter_raw()
-    except httpx.TransportError as e:
-        raise FetchDropped(f"{response.url}: {_describe(e)}") from e
-
-
-def _describe(e: httpx.TransportError) -> str:
-    if isinstance(e, httpx.TimeoutException):
-        kind = type(e).__name__.replace("Timeout", "").lower() or "request"
-        return f"{kind} timed out ({e or 'no answer in time'})"
-    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def check_source(url: str, allow_http: bool) -> None:
@@ -261,23 +72,6 @@ def fetcher_for(url: str, allow_http: bool, timeout: httpx.Timeout = DEFAULT_TIM
     return HttpFetcher(allow_http=allow_http, timeout=timeout)
 
 
-class _Throttled:
-    """Calls `progress` at most every PROGRESS_EVERY_S, and always for the final count."""
-
-    def __init__(self, progress: Progress | None, clock: Callable[[], float]) -> None:
-        self.progress = progress
-        self.clock = clock
-        self.last = float("-inf")
-        self.total: int | None = None
-
-    def __call__(self, done: int, total: int | None, final: bool = False) -> None:
-        self.total = total if total is not None else self.total
-        now = self.clock()
-        if self.progress and (final or now - self.last >= PROGRESS_EVERY_S):
-            self.last = now
-            self.progress(done, total)
-
-
 @dataclass
 class _Retry:
     retries: int
@@ -306,9 +100,7 @@ def _size_exceeded(url: str, size: int | None, max_bytes: int) -> IntegrityError
     )
 
 
-def _transfer(
-    fetcher: Fetcher, url: str, part: Partial, max_bytes: int, report: _Throttled
-) -> bool:
+def _transfer(fetcher: Fetcher, url: str, part: Partial, max_bytes: int, report: Throttled) -> bool:
     """One request: append to `part` from its size (or from 0 if the source cannot resume).
 
     Returns whether bytes from an earlier request were kept (a resumed download)."""
@@ -356,7 +148,7 @@ def fetch_into_store(
         fetcher = fetcher or fetcher_for(url, allow_http, timeout)
     except HotswapError as e:
         raise type(e)(f"{what}: {e.message}", reason=e.reason) from e
-    report = _Throttled(progress, clock)
+    report = Throttled(progress, clock)
     retry = _Retry(retries, backoff_s, sleep, rng or random.Random())
     try:
         if store.has(sha256):
@@ -383,7 +175,7 @@ def fetch_into_store(
 
 
 def _attempt(
-    fetcher: Fetcher, url: str, sha256: str, part: Partial, max_bytes: int, report: _Throttled
+    fetcher: Fetcher, url: str, sha256: str, part: Partial, max_bytes: int, report: Throttled
 ) -> Path:
     if part.size > max_bytes:
         part.restart()
@@ -459,35 +251,3 @@ def fetch_bytes(
     finally:
         if owned and isinstance(fetcher, HttpFetcher):
             fetcher.close()
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f}"
-
-
-class ProgressBar:
-    """`progress` callback drawing `\\r  label  12.3/45.6 MiB  27%` on a TTY; silent otherwise."""
-
-    def __init__(self, label: str = "", stream: TextIO | None = None) -> None:
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._drawn = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if not self.enabled:
-            return
-        label = f"{self.label}  " if self.label else ""
-        if total:
-            text = f"\r  {label}{_mib(done)}/{_mib(total)} MiB  {done * 100 // total}%"
-        else:
-            text = f"\r  {label}{_mib(done)} MiB"
-        self.stream.write(text)
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False

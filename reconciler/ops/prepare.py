@@ -19,7 +19,7 @@ from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import IntegrityError, TransientError
 from reconciler.core.steps import Detail
 from reconciler.fetch.download import fetch
-from reconciler.fetch.transports import ProgressBar
+from reconciler.fetch.progress import ProgressBar
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends

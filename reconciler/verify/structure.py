@@ -230,10 +230,8 @@ def _escape(tensor: onnx.TensorProto, where: str, location: str, why: str) -> In
     )
 
 
-def _external_file(
-    tensor: onnx.TensorProto, where: str, model_dir: Path, base: Path, path: Path
-) -> Path:
-    """The file an external tensor reads, once it is shown to stay inside `base`."""
+def _external_entries(tensor: onnx.TensorProto, where: str, path: Path) -> dict[str, str]:
+    """The tensor's external_data as a dict; unknown or repeated keys are refused."""
     entries: dict[str, str] = {}
     for entry in tensor.external_data:
         key = _text(entry.key, path, f"tensor {tensor.name!r}: an external_data key")
@@ -241,9 +239,11 @@ def _external_file(
         if key not in _EXTERNAL_KEYS or key in entries:
             raise _escape(tensor, where, value, f"external_data key {key!r} is unknown or repeated")
         entries[key] = value
-    location = entries.get("location", "")
-    if not location:
-        raise _invalid(path, f"tensor {tensor.name!r} ({where}) has external data but no location")
+    return entries
+
+
+def _check_location(tensor: onnx.TensorProto, where: str, location: str) -> None:
+    """`location` is a relative path with no way out of its directory, judged by its text alone."""
     if location == _ORT_MEMORY_TAG:
         raise _escape(tensor, where, location, "ONNX Runtime reads this as a memory address")
     if "\x00" in location or "\\" in location or ":" in location or _DRIVE.match(location):
@@ -253,6 +253,13 @@ def _external_file(
         raise _escape(tensor, where, location, "an absolute path")
     if ".." in posix.parts:
         raise _escape(tensor, where, location, "a '..' component leaves the package")
+
+
+def _resolve_inside(
+    tensor: onnx.TensorProto, where: str, location: str, model_dir: Path, base: Path
+) -> tuple[Path, int | None]:
+    """(resolved file, its size or None if missing), walking no symlink and staying in `base`."""
+    posix = PurePosixPath(location)
     try:
         target = model_dir
         for part in posix.parts:
@@ -272,10 +279,14 @@ def _external_file(
         raise _escape(tensor, where, location, f"cannot be checked: {e}") from e
     if not inside:
         raise _escape(tensor, where, location, f"resolves to {resolved}, outside {base}")
-    if size is None:
-        raise _invalid(
-            path, f"tensor {tensor.name!r} ({where}): external file {location!r} is missing"
-        )
+    return resolved, size
+
+
+def _check_range(
+    tensor: onnx.TensorProto, where: str, entries: dict[str, str], size: int, path: Path
+) -> None:
+    """offset and length are decimal and lie within the external file's `size` bytes."""
+    location = entries["location"]
     offset_text, length_text = entries.get("offset", "0"), entries.get("length", "")
     if not _DIGITS.fullmatch(offset_text) or not _DIGITS.fullmatch(length_text or "0"):
         raise _invalid(
@@ -291,6 +302,23 @@ def _external_file(
             f"tensor {tensor.name!r} ({where}): bytes {offset}..{offset + length} of {location!r}"
             f" do not lie within its {size} bytes",
         )
+
+
+def _external_file(
+    tensor: onnx.TensorProto, where: str, model_dir: Path, base: Path, path: Path
+) -> Path:
+    """The file an external tensor reads, once it is shown to stay inside `base`."""
+    entries = _external_entries(tensor, where, path)
+    location = entries.get("location", "")
+    if not location:
+        raise _invalid(path, f"tensor {tensor.name!r} ({where}) has external data but no location")
+    _check_location(tensor, where, location)
+    resolved, size = _resolve_inside(tensor, where, location, model_dir, base)
+    if size is None:
+        raise _invalid(
+            path, f"tensor {tensor.name!r} ({where}): external file {location!r} is missing"
+        )
+    _check_range(tensor, where, entries, size, path)
     return resolved
 
 

@@ -22,14 +22,10 @@ import pytest
 
 from reconciler.core.errors import IntegrityError, InvalidInput, TransientError
 from reconciler.fetch.download import fetch_bytes
-from reconciler.fetch.transports import (
-    USER_AGENT,
-    FetchDropped,
-    HttpFetcher,
-    ProgressBar,
-    check_redirect,
-    fetch_into_store,
-)
+from reconciler.fetch.http import USER_AGENT, HttpFetcher, check_redirect
+from reconciler.fetch.progress import ProgressBar
+from reconciler.fetch.stream import FetchDropped
+from reconciler.fetch.transports import fetch_into_store
 from reconciler.state import store as store_module
 from reconciler.state.status import read_snapshot
 from reconciler.state.store import Store
