@@ -1,6 +1,6 @@
 """Fetch: bring a model's bytes from its source into the content-addressed store.
 
-The Fetch step (via `StepContext.fetch`) calls `fetch(spec, store, ...)`; startup restore calls
+The Fetch step (through `reconciler.ops.prepare`) calls `fetch(spec, store, ...)`; startup restore calls
 it too when a promoted blob went missing. This layer knows the desired-state spec: it names the
 desired file and field in every message and applies the global size cap; the resume and retry
 loop lives in `transports.py`, the transports beside it (`files.py`, `http.py`). `fetch_bytes`
