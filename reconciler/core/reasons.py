@@ -34,6 +34,7 @@ class Next(Name):
 
 UNEXPECTED_BUDGET = 3  # attempts of a step that raised something unexpected, before quarantine
 UNEXPECTED = "unexpected"
+SUPERSEDED = "superseded"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ REASONS: dict[str, Reason] = _table(
     ("cuda-error", R, "a CUDA call failed"),
     ("no-candidate", R, "the candidate this step needs is not loaded (it is warmed again)"),
     ("transient", R, "a temporary failure"),
+    (SUPERSEDED, R, "desired state or an operator moved on while the step was waiting"),
     # damage to local state: repaired, never held against the version
     ("blob-missing", P, "the stored model is gone from the store; it is fetched again"),
     ("store-damaged", P, "the stored model no longer matches its sha256; it is fetched again"),

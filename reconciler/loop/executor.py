@@ -32,7 +32,7 @@ from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import HotswapError
 from reconciler.core.names import Phase, StepName
 from reconciler.core.outcome import Done, Failed, Outcome, Wait
-from reconciler.core.reasons import UNEXPECTED, UNEXPECTED_BUDGET, Next
+from reconciler.core.reasons import SUPERSEDED, UNEXPECTED, UNEXPECTED_BUDGET, Next
 from reconciler.core.steps import AnyStep, Restore, Revert
 from reconciler.loop.quarantine import Quarantine, Quarantined
 from reconciler.ops.context import Operations
@@ -110,7 +110,10 @@ class Executor:
     # -- the one path every step takes ----------------------------------------------------------
     def _attempt(self, step: AnyStep, run: _Run, because: str | None = None) -> Outcome:
         from_version = self._active_version(run.model)
-        if self._waiting.pop(run.model, None) != step:
+        waiting = self._waiting.pop(run.model, None)
+        if waiting is not None and waiting != step:
+            self._superseded(waiting, run, from_version)
+        if waiting != step:
             self.journal.append(
                 run.model, step.name, Phase.BEGIN, detail=_begun(step, because),
                 **run.columns(from_version),
@@ -126,6 +129,16 @@ class Executor:
         self._record(step, run, outcome, from_version, time.perf_counter() - started)
         return outcome
 
+    def _superseded(self, waiting: AnyStep, run: _Run, from_version: str | None) -> None:
+        """A step that said Wait (a rollout stage) and is not in the new plan (desired state or
+        an operator moved on): close its `begin` so no step is ever left open in the journal."""
+        spec = getattr(waiting, "spec", None)
+        failed = Failed(SUPERSEDED, f"{waiting} was superseded by a new plan", Next.RETRY)
+        record = StepFailed(failed.reason, failed.message, False, next=str(failed.next))
+        columns = _Run(run.model, spec, run.revision).columns(from_version)
+        self.journal.append(run.model, waiting.name, Phase.FAILED, detail=record, **columns)
+        log.info("step.superseded", model=run.model, step=str(waiting.name), plan=str(waiting))
+
     def _failure_of(self, e: Exception, step: AnyStep, run: _Run) -> Failed:
         """Any exception as a `Failed`, its next step from the reason table (and the budget)."""
         if isinstance(e, HotswapError):
@@ -137,15 +150,20 @@ class Executor:
                 Next.BUDGET,
                 traceback="".join(traceback.format_exception(e)),
             )
-        if isinstance(step, Restore):
-            # The plan takes over from a restore that failed: nothing to hold against the
-            # version, which it proves again the normal way.
+        if isinstance(step, Restore | Revert):
+            # Neither is a verdict on the desired version: the plan takes over from a restore
+            # that failed (and proves the version the normal way); a revert that failed is
+            # planned again while the candidate is still loaded.
             return failed if failed.next is Next.REPAIR else _with_next(failed, Next.RETRY)
-        if failed.next is Next.BUDGET and run.spec is not None:
-            key = (run.model, run.spec.digest)
-            self._unexpected[key] = self._unexpected.get(key, 0) + 1
-            if self._unexpected[key] >= UNEXPECTED_BUDGET:
-                failed = _with_next(failed, Next.QUARANTINE)
+        if run.spec is None:
+            return failed
+        key = (run.model, run.spec.digest)
+        if failed.next is not Next.BUDGET:
+            self._unexpected.pop(key, None)  # "in a row": another kind of failure breaks it
+            return failed
+        self._unexpected[key] = self._unexpected.get(key, 0) + 1
+        if self._unexpected[key] >= UNEXPECTED_BUDGET:
+            failed = _with_next(failed, Next.QUARANTINE)
         return failed
 
     def _record(
@@ -178,6 +196,10 @@ class Executor:
                     failed.traceback, str(failed.next),
                 )  # fmt: skip
                 self.journal.append(run.model, step.name, Phase.FAILED, detail=record, **columns)
+                if failed.quarantines and run.spec is not None:
+                    # at once, not after the revert: an operator's retry in between must find it
+                    self.quarantine.quarantine(run.model, run.spec.digest, failed.message)
+                    self._unexpected.pop((run.model, run.spec.digest), None)
                 self.quarantine.note_error(run.model, failed.message, failed.reason)
                 log.error(
                     "step.failed", model=run.model, step=str(step.name), reason=failed.reason,
@@ -193,8 +215,6 @@ class Executor:
             revert = Revert(run.model, version, failed.message)
             if isinstance(self._attempt(revert, run, because=failed.reason), Done):
                 self.metrics.reverts.labels(run.model, failed.reason).inc()
-        if failed.quarantines and run.spec is not None and not isinstance(step, Restore):
-            self.quarantine.quarantine(run.model, run.spec.digest, failed.message)
         return failed
 
     def _sync_quarantine(self, model: str) -> None:
@@ -219,8 +239,11 @@ class Executor:
                 continue
             # It was authorised when promoted (the chain-verified journal says by whom):
             # serving it again at boot must not wait for the registry to be reachable.
-            auth = swap.authorization
-            self.ctx.seed_authorization(swap.spec, dict(auth) if auth is not None else None)
+            try:
+                auth = swap.authorization
+                self.ctx.seed_authorization(swap.spec, dict(auth) if auth is not None else None)
+            except (TypeError, ValueError) as e:  # a later release's shape: check it anew
+                log.warning("restore.authorization-unreadable", model=model, error=str(e))
             step = Restore(model, swap.spec, rec.seq)
             outcomes[model] = self.run(model, [step], swap.spec, rec.revision)
         self._reload_quarantine()
@@ -233,6 +256,8 @@ class Executor:
 
     def lift_quarantine(self, model: str) -> Quarantined | None:
         """An operator's `hotswap retry`: plan this model again; returns what was lifted."""
+        for key in [k for k in self._unexpected if k[0] == model]:
+            self._unexpected.pop(key, None)  # a new attempt gets the whole budget
         return self.quarantine.clear(model)
 
 

@@ -56,7 +56,8 @@ class Schedule:
 
     def finished(self, model: str, outcome: Outcome | None) -> None:
         """The claim ends; when to plan `model` again follows from its outcome (None: the
-        worker crashed, and the next pass simply plans it again)."""
+        worker crashed outside any step, e.g. the journal could not be written: backed off
+        like a failure, so a persistent fault is not retried in a tight loop)."""
         with self._lock:
             self._busy.discard(model)
             self._due.pop(model, None)
@@ -65,15 +66,20 @@ class Schedule:
                     self._due[model] = self._clock() + after
                     self._backoff.pop(model, None)
                 case Failed() as failed if not failed.quarantines:
-                    attempts = self._backoff.get(model, (0, 0.0))[0] + 1
-                    delay = backoff_delay(attempts)
-                    self._backoff[model] = (attempts, self._clock() + delay)
-                    log.info(
-                        "reconcile.retry-later", model=model, attempt=attempts,
-                        delay_s=round(delay, 2), reason=failed.reason, next=str(failed.next),
-                    )  # fmt: skip
+                    self._back_off(model, failed.reason, str(failed.next))
+                case None:
+                    self._back_off(model, "worker-crashed", "retry")
                 case _:
                     self._backoff.pop(model, None)
+
+    def _back_off(self, model: str, reason: str, next_: str) -> None:
+        attempts = self._backoff.get(model, (0, 0.0))[0] + 1
+        delay = backoff_delay(attempts)
+        self._backoff[model] = (attempts, self._clock() + delay)
+        log.info(
+            "reconcile.retry-later", model=model, attempt=attempts, delay_s=round(delay, 2),
+            reason=reason, next=next_,
+        )  # fmt: skip
 
     def retry_now(self, model: str) -> None:
         """An operator's retry starts over, without the backoff."""
@@ -86,9 +92,14 @@ class Schedule:
             self._urgent.add(model)
 
     def next_due(self) -> float | None:
-        """The soonest time (on the clock) a waiting step is due, if any."""
+        """The soonest time (on the clock) a model is due again: a waiting step's turn or the
+        end of a backoff, so a retry comes when its backoff says, not at the next resync."""
+        now = self._clock()
         with self._lock:
-            return min(self._due.values(), default=None)
+            # a backoff that ended stays until the model runs again; only one still to come
+            # is worth waking for (an ended one would make the loop spin)
+            ending = (until for _, until in self._backoff.values() if until > now)
+            return min([*self._due.values(), *ending], default=None)
 
     def busy(self) -> bool:
         with self._lock:

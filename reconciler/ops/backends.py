@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 
 from reconciler.core.buildkey import build_key
 from reconciler.core.desired import ModelSpec
-from runtime.backends import Backend, available_backends, get_backend
+from reconciler.core.errors import RuntimeFailure
+from runtime.backends import Backend, BackendError, available_backends, get_backend
 
 
 class Backends:
@@ -33,7 +34,10 @@ class Backends:
     def get(self, name: str) -> Backend:
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = self._factory(name)
+                try:
+                    self._loaded[name] = self._factory(name)
+                except BackendError as e:  # e.g. backend-unavailable: retried, not a bug
+                    raise RuntimeFailure(f"backend {name}: {e}", reason=e.reason) from e
             return self._loaded[name]
 
     def key_for(self, spec: ModelSpec) -> str:

@@ -70,6 +70,9 @@ class Instances:
         except BackendError as e:
             # Backends translate their library's errors; anything else is a bug in the backend
             # and goes up as unexpected (retried a few times), not as a verdict on the model.
+            if e.reason == "engine-mismatch":
+                # built for another device or TensorRT: discard it, the repair builds anew
+                self.prepare.artifacts.remove(key)
             raise RuntimeFailure(
                 f"load {spec.name} v{spec.version}: {e}", reason=e.reason or "load-failed"
             ) from e

@@ -19,7 +19,7 @@ import structlog
 
 from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import RuntimeFailure
-from runtime.backends import Backend
+from runtime.backends import Backend, BackendError
 from runtime.serving.slot import ModelSlot, Repository
 
 log = structlog.get_logger("hotswap.memory")
@@ -30,7 +30,12 @@ def memory_need(backend: Backend, artifact: Path) -> int:
     (a TensorRT engine's device memory), else twice the artifact (weights plus arena), a
     deliberately generous estimate for ONNX Runtime on CPU."""
     estimate = getattr(backend, "memory_need", None)
-    return int(estimate(artifact)) if estimate else 2 * artifact.stat().st_size
+    if estimate is None:
+        return 2 * artifact.stat().st_size
+    try:
+        return int(estimate(artifact))
+    except BackendError as e:  # an engine header it cannot read: the backend's own verdict
+        raise RuntimeFailure(f"{artifact.parent.name[:12]}: {e}", reason=e.reason) from e
 
 
 class MemoryPlanner:

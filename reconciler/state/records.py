@@ -21,6 +21,7 @@ from typing import Any
 
 from reconciler.core.desired import ModelSpec
 from reconciler.core.names import Event, Phase, StepName
+from reconciler.core.reasons import REASONS, Next
 from reconciler.state.detail import (
     PLAN_STEPS,
     SCHEMA_KEY,
@@ -198,13 +199,22 @@ class StepFailed(Typed):
     @classmethod
     def from_detail(cls, d: Mapping[str, Any]) -> StepFailed:
         schema_of(d, cls.SCHEMA, "failure")
+        reason = get(d, "reason", str, "")
+        terminal = get(d, "terminal", bool, False)
+        next_ = get(d, "next", str, None)
+        if SCHEMA_KEY not in d and reason in REASONS:
+            # 0.1.0 called every runtime failure terminal, damage to local copies included:
+            # read it as today's table says, so an upgrade does not keep a version quarantined
+            # for what is now repaired or retried.
+            next_ = str(REASONS[reason].next)
+            terminal = REASONS[reason].next is Next.QUARANTINE
         return cls(
-            reason=get(d, "reason", str, ""),
+            reason=reason,
             message=get(d, "message", str),
-            terminal=get(d, "terminal", bool, False),
+            terminal=terminal,
             figures={k: v for k, v in d.items() if k not in _FAILED_KEYS},
             traceback=get(d, "traceback", str, None),
-            next=get(d, "next", str, None),
+            next=next_,
         )
 
 

@@ -196,3 +196,35 @@ def test_a_damaged_stored_model_is_fetched_again_never_quarantined(dev: Device) 
     assert damaged["reason"] == "store-damaged" and damaged["next"] == "repair"
     assert blob.read_bytes() != bytes(data)  # the intact bytes again
     assert dev.quarantine.get("m") is None and unclosed_begins(dev) == []
+
+
+def test_a_waiting_stage_that_desired_state_moves_past_is_closed_not_left_open(
+    dev: Device,
+) -> None:
+    dev.converge(dev.spec("1"))
+    dev.converge(canary(dev, "2"), max_passes=2)  # no traffic: stage 1 waits for requests
+    assert dev.executor.waiting_on("m") is not None
+    dev.converge(dev.spec("3"))
+    assert dev.serving() == "3"
+    [superseded] = failed(dev, StepName.ROLLOUT)
+    assert superseded["reason"] == "superseded" and superseded["next"] == "retry"
+    assert dev.quarantine.get("m") is None and unclosed_begins(dev) == []
+
+
+def test_a_failed_revert_is_not_held_against_the_version_after_a_restart(
+    dev: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev.converge(dev.spec("1"))
+    # the candidate is loaded when its health check hits a bug (unexpected: not a verdict),
+    # and the revert that follows hits one too
+    monkeypatch.setattr(dev.ops, "health_check", lambda spec: {}["golden"])
+    monkeypatch.setattr(dev.ops, "revert", lambda model, reason: 1 / 0)
+    v2 = dev.spec("2")
+    dev.converge(v2, max_passes=1)
+    revert = [r for r in dev.records(step=StepName.REVERT) if r.phase == Phase.FAILED]
+    assert revert and revert[0].details["next"] == "retry" and not revert[0].details["terminal"]
+    monkeypatch.undo()
+    dev = dev.restart()
+    assert dev.quarantine.get("m") is None  # neither failure condemned v2
+    dev.converge(v2)
+    assert dev.serving() == "2" and unclosed_begins(dev) == []

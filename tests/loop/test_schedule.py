@@ -51,3 +51,16 @@ def test_an_operator_retry_skips_the_backoff() -> None:
     s.finished("a", Failed("fetch-failed", "down", Next.RETRY))
     s.retry_now("a")
     assert s.claim("a", resuming=False)
+
+
+def test_a_crashed_worker_backs_off_and_the_loop_wakes_when_a_backoff_ends() -> None:
+    clock = FakeClock()
+    s = Schedule(clock)
+    s.claim("a", resuming=False)
+    s.finished("a", None)  # the worker crashed outside any step
+    assert not s.claim("a", resuming=False)
+    due = s.next_due()
+    assert due is not None and clock.now < due <= clock.now + 1.5
+    clock.advance(2.0)
+    assert s.next_due() is None  # ended: nothing to wake for, no spinning
+    assert s.claim("a", resuming=False)

@@ -171,3 +171,17 @@ def test_last_per_model() -> None:
     last = queries.last_per_model(records)
     assert {m: e.rec.seq for m, e in last.items()} == {"classifier": 3, "other": 2}
     assert isinstance(last["classifier"].body, StepFailed)
+
+
+def test_a_0_1_0_failure_is_judged_by_todays_reason_table() -> None:
+    """0.1.0 called every runtime failure terminal; a damaged local copy is now repaired."""
+
+    def legacy(seq: int, reason: str) -> object:
+        detail = {"reason": reason, "message": reason, "terminal": True}  # no schema, no next
+        return row(seq, "classifier", "warm", "failed", detail, desired_digest=f"{seq:064x}")
+
+    assert queries.quarantined([legacy(1, "artifact-damaged")]) == {}
+    assert queries.quarantined([legacy(1, "no-candidate")]) == {}
+    [(model, held)] = queries.quarantined([legacy(1, "health-nan")]).items()
+    assert (model, held.seq) == ("classifier", 1)
+    assert "classifier" in queries.quarantined([legacy(2, "some-reason-0.1.0-had")])
