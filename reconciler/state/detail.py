@@ -16,7 +16,8 @@ from reconciler.core.desired import ModelSpec, spec_from_json, spec_to_json
 from reconciler.core.names import StepName
 
 SCHEMA_KEY = "schema"
-SPEC_SCHEMA = 1  # the promoted spec inside swap and override records (`spec_to_record`)
+SPEC_SCHEMA = 1  # of the promoted spec in swap and override records (their `spec_schema`)
+SPEC_SCHEMA_KEY = "spec_schema"
 
 # The steps of a plan (what the executor runs); restore is an event of startup.
 PLAN_STEPS: frozenset[str] = frozenset(s.value for s in StepName) - {StepName.RESTORE.value}
@@ -54,16 +55,20 @@ def get(
 
 def spec_to_record(spec: ModelSpec) -> dict[str, Any]:
     """A promoted spec as swap and override records keep it: what restore, a rollback to it and
-    the standby match need (every field of the spec, JSON-safe), under its own schema."""
-    return {SCHEMA_KEY: SPEC_SCHEMA, **spec_to_json(spec)}
+    the standby match need (every field of the spec, JSON-safe). Its schema is written beside
+    it (`spec_schema`), not inside: the spec object keeps exactly 0.1.0's keys for the fields
+    0.1.0 had, so a device whose hotswap package is rolled back to 0.1.0 still restores what
+    this release promoted."""
+    return spec_to_json(spec)
 
 
-def spec_from_record(data: Any) -> ModelSpec:
-    """The ModelSpec a swap or override record names, written by this release, 0.1.0 or a
-    later one of the same schema: defaults for what it lacks, unknown keys ignored."""
+def spec_from_record(data: Any, schema: Any = 0) -> ModelSpec:
+    """The ModelSpec a swap or override record names (`schema`: the record's `spec_schema`),
+    written by this release, 0.1.0 or a later one of the same schema: defaults for what it
+    lacks, unknown keys ignored."""
     if not isinstance(data, Mapping):
         raise Unreadable(f"spec: expected an object, got {type(data).__name__}")
-    schema_of(data, SPEC_SCHEMA, "spec")
+    schema_of({SCHEMA_KEY: schema}, SPEC_SCHEMA, "spec")
     try:
         return spec_from_json(data)
     except (KeyError, TypeError, ValueError) as e:

@@ -14,7 +14,15 @@ from typing import Any
 from reconciler.core.desired import ModelSpec
 from reconciler.core.names import Event, Phase
 from reconciler.core.override import Override
-from reconciler.state.detail import Typed, get, schema_of, spec_from_record, spec_to_record
+from reconciler.state.detail import (
+    SPEC_SCHEMA,
+    SPEC_SCHEMA_KEY,
+    Typed,
+    get,
+    schema_of,
+    spec_from_record,
+    spec_to_record,
+)
 
 # -- an operator's requests (`hotswap rollback | retry`) -----------------------------------------
 _OVERRIDE = frozenset({Event.OVERRIDE.value})
@@ -49,6 +57,7 @@ class OverrideSet(Typed):
         return self._detail(
             action="set",
             spec=spec_to_record(self.spec),
+            spec_schema=SPEC_SCHEMA,
             desired_version=self.desired_version,
             reason=self.reason,
             user=self.user,
@@ -61,7 +70,7 @@ class OverrideSet(Typed):
         schema_of(d, cls.SCHEMA, "override")
         desired = d.get("desired_version")
         return cls(
-            spec=spec_from_record(d.get("spec")),
+            spec=spec_from_record(d.get("spec"), d.get(SPEC_SCHEMA_KEY, 0)),
             desired_version=None if desired is None else str(desired),
             reason=get(d, "reason", str, ""),
             user=get(d, "user", str, ""),

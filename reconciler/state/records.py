@@ -25,6 +25,8 @@ from reconciler.core.reasons import REASONS, Next
 from reconciler.state.detail import (
     PLAN_STEPS,
     SCHEMA_KEY,
+    SPEC_SCHEMA,
+    SPEC_SCHEMA_KEY,
     Newer,
     Raw,
     Typed,
@@ -146,6 +148,7 @@ class SwapDone(Typed):
             previous=self.previous,
             build_key=self.build_key,
             spec=spec_to_record(self.spec),
+            spec_schema=SPEC_SCHEMA,
             authorization=None if self.authorization is None else dict(self.authorization),
             **extra,
         )
@@ -153,7 +156,7 @@ class SwapDone(Typed):
     @classmethod
     def from_detail(cls, d: Mapping[str, Any]) -> SwapDone:
         schema_of(d, cls.SCHEMA, "swap")
-        spec = spec_from_record(d.get("spec"))
+        spec = spec_from_record(d.get("spec"), d.get(SPEC_SCHEMA_KEY, 0))
         auth = d.get("authorization")
         return cls(
             promoted=get(d, "promoted", str, spec.version),

@@ -30,6 +30,7 @@ from reconciler.state.records import (
     SwapDone,
     parse,
 )
+from tests.support import upgrade
 from tests.support.records import row
 from tests.support.units import plain_spec
 
@@ -131,7 +132,12 @@ def test_0_1_0_shapes_read_as_the_same_values() -> None:
     ("step", "phase", "detail", "problem"),
     [
         ("swap", "done", {"schema": 2, "promoted": "1"}, "swap schema 2 is newer"),
-        ("swap", "done", {"spec": {**spec_to_record(SPEC), "schema": 9}}, "spec schema 9 is newer"),
+        (
+            "swap",
+            "done",
+            {"spec": spec_to_record(SPEC), "spec_schema": 9},
+            "spec schema 9 is newer",
+        ),
         ("swap", "done", {"promoted": "1"}, "spec: expected an object"),
         ("swap", "done", {"spec": {"name": "c", "version": 1}}, "spec.version: expected text"),
         ("fetch", "done", {"blob": 5}, "blob: expected str"),
@@ -153,7 +159,6 @@ def test_records_that_are_only_for_people_are_raw_without_a_problem() -> None:
 
 def test_the_promoted_spec_tolerates_fields_added_and_dropped() -> None:
     data = spec_to_record(SPEC)
-    assert data["schema"] == 1
     data["future_field"] = {"x": 1}  # a later release added it: ignored
     data["health"]["future_check"] = True
     del data["retention"]  # an earlier release lacked it: defaults
@@ -175,3 +180,16 @@ def test_append_takes_a_typed_record_or_a_dict(tmp_path: Path) -> None:
         journal.append("classifier", Event.OVERRIDE, Phase.DONE, detail=FetchDone("a", 1))
     assert journal.verify().ok and journal.verify().records == 2
     journal.close()
+
+
+def test_a_swap_record_keeps_0_1_0s_spec_keys_so_a_rolled_back_0_1_0_restores_it() -> None:
+    """0.1.0 rebuilt the spec with ModelSpec(**spec): one key more and it could not restore."""
+    old = next(
+        r["detail"]["spec"]
+        for r in upgrade.records_0_1_0()
+        if (r["step"], r["phase"]) == ("swap", "done")
+    )
+    detail = SwapDone("1", None, "k", SPEC).to_detail()
+    assert set(detail["spec"]) == set(old)
+    assert detail["spec_schema"] == 1
+    assert parse(row(1, "classifier", "swap", "done", detail)) == SwapDone("1", None, "k", SPEC)
