@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.schedule import Schedule
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
+from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
 from reconciler.source.load import read_desired
 from reconciler.source.watch import DesiredWatcher
@@ -55,6 +57,8 @@ class Controller:
         memory_budget: int | None = None,
         metrics: Metrics | None = None,
         trust_dir: Path | None = None,
+        backends: Backends | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -74,6 +78,8 @@ class Controller:
             repo,
             threads=threads,
             memory_budget=memory_budget,
+            backends=backends,  # None: the backends this machine has
+            clock=clock,
             on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
             on_rollout_event=self.judge_now,  # a candidate failed a request
         )
@@ -90,7 +96,8 @@ class Controller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the status writer's
-        self.schedule = Schedule()
+        self.schedule = Schedule(clock)
+        self._clock = clock
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
         self._loop_thread = threading.Thread(
@@ -155,8 +162,8 @@ class Controller:
             # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
             timeout = self.resync_s * random.uniform(0.9, 1.1)
             due = self.schedule.next_due()
-            if due is not None:  # a rollout stage to look at again
-                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            if due is not None:  # a rollout stage to look at again, or a backoff that ends
+                timeout = min(timeout, max(0.0, due - self._clock()))
             self._wake.wait(timeout=timeout)
 
     def reconcile_once(self) -> list[AnyStep]:

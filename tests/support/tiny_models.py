@@ -76,5 +76,23 @@ class TinyRegistry:
         return dataclasses.replace(base, **fields) if fields else base  # type: ignore[arg-type]
 
 
+def deployment_yaml(registry: TinyRegistry, name: str, version: str) -> str:
+    """The desired-state file for `name` `version` as an operator writes it (ONNX Runtime)."""
+    spec = registry.spec(name, version)
+    return f"""apiVersion: hotswap/v1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  model: {{version: "{version}", source: {spec.source}, sha256: {spec.sha256}, manifest: {spec.manifest}}}
+  runtime:
+    backend: onnxruntime
+    shapes: {{x: {{min: [1, 4], opt: [1, 4], max: [8, 4]}}}}
+  interface:
+    inputs: [{{name: x, datatype: FP32, shape: [-1, 4]}}]
+    outputs: [{{name: y, datatype: FP32, shape: [-1, 4]}}]
+  health: {{warmup: {{iterations: 1}}}}
+"""
+
+
 def sample_input() -> dict[str, np.ndarray]:
     return {"x": np.ones((1, 4), np.float32)}
