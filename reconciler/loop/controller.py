@@ -99,14 +99,21 @@ class Controller:
         self.schedule = Schedule(clock)
         self._clock = clock
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
+        self.passes = 0
+        self._make_threads(workers)
+
+    def _make_threads(self, workers: int) -> None:
+        """The model workers, the loop thread and the watcher; `start()` starts the last two."""
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
         self._loop_thread = threading.Thread(
             target=self._loop, name="hotswap-reconcile", daemon=True
         )
         self._watcher = DesiredWatcher(
-            desired_dir, self.wake, ignore=[state_dir], extra=[requests_dir(state_dir)]
+            self.desired_dir,
+            self.wake,
+            ignore=[self.state_dir],
+            extra=[requests_dir(self.state_dir)],
         )
-        self.passes = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def recover(self, restore: bool = True) -> None:
