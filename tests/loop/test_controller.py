@@ -21,8 +21,8 @@ from reconciler.ops.backends import Backends
 from reconciler.state.journal import Journal
 from runtime.backends.base import BackendError
 from runtime.serving.slot import Repository
+from tests.support.clock import FakeClock
 from tests.support.fake_backend import FakeBackend, raises
-from tests.support.harness import FakeClock
 from tests.support.kit import write_text
 from tests.support.tiny_models import TinyRegistry, deployment_yaml
 

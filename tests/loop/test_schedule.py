@@ -5,7 +5,7 @@ from __future__ import annotations
 from reconciler.core.outcome import Done, Failed, Wait
 from reconciler.core.reasons import Next
 from reconciler.loop.schedule import Schedule
-from tests.support.harness import FakeClock
+from tests.support.clock import FakeClock
 
 
 def test_a_model_in_flight_is_not_claimed_twice_and_others_go_on() -> None:

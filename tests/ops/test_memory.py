@@ -11,6 +11,7 @@ from reconciler.core.desired import RolloutSpec, RolloutStage
 from reconciler.core.errors import RuntimeFailure
 from reconciler.ops.memory import MemoryPlanner, memory_need
 from runtime.serving.slot import Repository
+from tests.support.clock import FakeClock as Clock
 from tests.support.instances import instance
 from tests.support.units import plain_spec as spec
 
@@ -28,14 +29,6 @@ class Backend:
 
     def memory_need(self, artifact: Path) -> int:
         return self.need
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _serving(active: int, standby: int | None = None) -> Repository:
@@ -86,7 +79,7 @@ def test_the_standby_is_dropped_first_and_is_enough() -> None:
 
 def test_a_sequential_swap_unloads_the_active_version_and_times_the_window() -> None:
     repo = _serving(active=40, standby=40)
-    clock = Clock()
+    clock = Clock(100.0)
     planner = MemoryPlanner(repo, budget=100, clock=clock)
     assert planner.make_room(spec("2"), Backend(need=70), ARTIFACT) is True
     slot = repo.slot("classifier")

@@ -16,19 +16,12 @@ from reconciler.ops.context import Operations
 from reconciler.ops.rollout import RolloutProgress
 from reconciler.state.journal import Journal
 from runtime.serving.slot import Repository
+from tests.support.clock import FakeClock as Clock
 from tests.support.instances import instance
 from tests.support.units import plain_spec as spec
 
 CANARY = RolloutSpec("canary", steps=(RolloutStage(50, 10.0, "10s"),), gates=Gates(min_requests=4))
 V1, V2 = spec("1"), spec("2", rollout=CANARY)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

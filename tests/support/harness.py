@@ -25,21 +25,9 @@ from reconciler.state.journal import Journal, Record
 from reconciler.trust.policy import load_policy
 from runtime.serving.metrics import Metrics
 from runtime.serving.slot import Repository
+from tests.support.clock import FakeClock
 from tests.support.fake_backend import FakeBackend
 from tests.support.tiny_models import TinyRegistry
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test (or a `Wait`) says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
