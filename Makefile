@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LISTEN ?= 127.0.0.1:8000
 
-.PHONY: help install models run test test-fast lint fmt bench clean
+.PHONY: help install models run test test-fast test-services lint fmt bench clean
 
 help:
 	@echo "make run    set up .venv, build the example models, start the daemon on $(LISTEN)"
@@ -37,7 +37,22 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: lint
+# Real peers the tests start on 127.0.0.1: Mosquitto (MQTT) and CNCF distribution (an OCI
+# registry). Installed from Debian when missing; the tests skip a peer only where none can be had.
+TEST_SERVICES := mosquitto:mosquitto docker-registry:docker-registry
+test-services:
+	@missing=""; for pair in $(TEST_SERVICES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "not installed:$$missing (tests that need them are skipped)"; fi; \
+	fi
+
+test: lint test-services
 	$(BIN)/pytest -q
 
 test-fast: lint
