@@ -231,7 +231,9 @@ class Executor:
     def restore_all(self) -> dict[str, Outcome]:
         """Startup: serve the last promoted version of every model before anything else."""
         outcomes: dict[str, Outcome] = {}
-        for model, promoted in sorted(queries.last_promoted(self.journal.records()).items()):
+        last_promoted = queries.last_promoted(self.journal.records())
+        self.ctx.repo.declare(last_promoted)  # 503 while restoring, not 404 (until desired says)
+        for model, promoted in sorted(last_promoted.items()):
             swap, rec = promoted.body, promoted.rec
             if not isinstance(swap, SwapDone):
                 problem = getattr(swap, "problem", None)
