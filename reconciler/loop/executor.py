@@ -11,9 +11,10 @@ restore at startup — goes through one path, `_attempt`:
 `Done` lets the plan go on; `Wait` (a rollout stage still running) stops it until the controller
 plans again; `Failed` is handled as its reason says (reconciler.core.reasons): a loaded
 candidate is reverted first (the active version never stopped serving); `repair` tries the step
-once more at once (what was damaged is already discarded); `budget` counts an unexpected error
-against the digest and quarantines it when the budget is spent; `quarantine` holds the desired
-digest until desired state changes; `retry` leaves the backoff to the controller.
+again at once (what was damaged is already set aside; up to `REPAIRS_AT_ONCE` times); `budget`
+counts an unexpected error against the digest and quarantines it when the budget is spent;
+`quarantine` holds the desired digest until desired state changes; `retry` leaves the backoff
+to the controller.
 
 The executor is the one writer of the `Quarantine`: after a swap or an unload it takes what the
 journal holds in force (`queries.quarantined`), so a running daemon and a restarted one agree.
@@ -47,6 +48,10 @@ from reconciler.state.records import (
 from runtime.serving.metrics import Metrics
 
 log = structlog.get_logger("hotswap.executor")
+
+# A step is redone at once after each repair, this many times: a blob and the artifact built
+# from it can both be damaged, and each attempt finds (and sets aside) one of them.
+REPAIRS_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,9 @@ class Executor:
                 log.info("step.skip", model=model, step=str(step.name), reason="already done")
                 continue
             outcome = self._attempt(step, run)
-            if isinstance(outcome, Failed) and outcome.next is Next.REPAIR:
+            for _ in range(REPAIRS_AT_ONCE):
+                if not (isinstance(outcome, Failed) and outcome.next is Next.REPAIR):
+                    break
                 outcome = self._attempt(step, run)  # the damaged copy is gone: redo it now
             match outcome:
                 case Done():
