@@ -109,10 +109,12 @@ def store_row(health: dict[str, Any] | None) -> dict[str, Any] | None:
         state = f"repairing: {fix}"
     else:
         state = "repaired"
+    count = health.get("damaged", 0)
+    if not count:  # found before the daemon last started, still being repaired
+        return {**health, "text": f"store: {state} (found damaged before this start)"}
     what = f"; last: {last['kind']} of v{last['version']}" if last else ""
     moved = f", kept at {last['moved_to']}" if last and last.get("moved_to") else ""
-    text = f"store damaged {health.get('damaged', 0)}x since start{what}{moved}; {state}"
-    return {**health, "text": text}
+    return {**health, "text": f"store damaged {count}x since start{what}{moved}; {state}"}
 
 
 def override_row(override: Override) -> dict[str, Any]:

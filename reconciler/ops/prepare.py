@@ -98,6 +98,8 @@ class Preparer:
     @heavy
     def verify(self, spec: ModelSpec) -> Detail:
         path = self.store.path(spec.sha256)
+        if not path.is_file() and spec.sha256 in self.repair.pending_blobs():
+            path = self.download(spec)  # set aside as damaged: the repair is to fetch it again
         if not path.is_file():
             raise TransientError(
                 f"verify {spec.name} v{spec.version}: blob {spec.sha256[:12]} is not in the store",

@@ -186,3 +186,15 @@ def test_a_copy_that_cannot_be_moved_aside_is_deleted(tmp_path: Path) -> None:
     path.write_bytes(b"x")
     assert DamagedFiles(tmp_path / "damaged").set_aside(path, "sha256", "0" * 64) is None
     assert not path.exists()
+
+
+def test_the_verify_redone_after_the_repair_fetches_the_blob_again_at_once(dev: Device) -> None:
+    dev.converge(dev.spec("1"))
+    v2 = dev.spec("2")
+    dev.ops.fetch(v2)
+    flip_byte(blob(dev, v2.sha256))
+
+    dev.converge(v2, max_passes=1)  # one pass: the repair happens inside it
+    verifies = [r.phase for r in dev.records(step=StepName.VERIFY, to_version="2")]
+    assert verifies == ["begin", "failed", "begin", "done"]
+    assert dev.serving() == "2"
