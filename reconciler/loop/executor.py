@@ -98,11 +98,7 @@ class Executor:
             if step.done(self.ctx.observe()):
                 log.info("step.skip", model=model, step=str(step.name), reason="already done")
                 continue
-            outcome = self._attempt(step, run)
-            for _ in range(REPAIRS_AT_ONCE):
-                if not (isinstance(outcome, Failed) and outcome.next is Next.REPAIR):
-                    break
-                outcome = self._attempt(step, run)  # the damaged copy is gone: redo it now
+            outcome = self._attempt_repairing(step, run)
             match outcome:
                 case Done():
                     continue
@@ -115,6 +111,15 @@ class Executor:
         return Done()
 
     # -- the one path every step takes ----------------------------------------------------------
+    def _attempt_repairing(self, step: AnyStep, run: _Run, because: str | None = None) -> Outcome:
+        """`_attempt`, redone at once after each repair (the damaged copy is set aside)."""
+        outcome = self._attempt(step, run, because)
+        for _ in range(REPAIRS_AT_ONCE):
+            if not (isinstance(outcome, Failed) and outcome.next is Next.REPAIR):
+                break
+            outcome = self._attempt(step, run, because)
+        return outcome
+
     def _attempt(self, step: AnyStep, run: _Run, because: str | None = None) -> Outcome:
         from_version = self._active_version(run.model)
         waiting = self._waiting.pop(run.model, None)
@@ -220,7 +225,7 @@ class Executor:
         if reverting and not isinstance(step, Revert | Restore):
             version = slot.candidate.version if slot and slot.candidate else "-"
             revert = Revert(run.model, version, failed.message)
-            if isinstance(self._attempt(revert, run, because=failed.reason), Done):
+            if isinstance(self._attempt_repairing(revert, run, because=failed.reason), Done):
                 self.metrics.reverts.labels(run.model, failed.reason).inc()
         return failed
 

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reconciler.core.desired import Desired
@@ -18,6 +19,7 @@ from reconciler.core.plan import plan
 from reconciler.core.steps import Fetch
 from reconciler.state.damaged import DamagedFiles
 from reconciler.state.records import Refetched, StoreDamaged, parse
+from tests.support.fake_backend import returns
 from tests.support.harness import Device, device
 
 
@@ -198,3 +200,25 @@ def test_the_verify_redone_after_the_repair_fetches_the_blob_again_at_once(dev: 
     verifies = [r.phase for r in dev.records(step=StepName.VERIFY, to_version="2")]
     assert verifies == ["begin", "failed", "begin", "done"]
     assert dev.serving() == "2"
+
+
+def test_a_sequential_swap_that_fails_brings_back_the_old_version_despite_its_damaged_blob(
+    dev: Device,
+) -> None:
+    v1 = dev.spec("1")
+    dev.converge(v1)
+    active = dev.repo.slot("m").active
+    assert active is not None
+    dev.ops.memory.budget = int(active.meta["memory"] * 1.5)  # v2 fits only once v1 is unloaded
+    flip_byte(blob(dev, v1.sha256))
+    dev.backend.arm("infer", *[returns(np.full((1, 4), np.nan, np.float32))] * 50)
+
+    dev.converge(dev.spec("2"))
+    [warm] = dev.records(step=StepName.WARM, phase=Phase.DONE, to_version="2")
+    assert warm.details["sequential"] is True  # v1 was unloaded to make room
+    assert dev.serving() == "1"  # the revert restored v1 from its intact artifact
+    reverts = [r.phase for r in dev.records(step=StepName.REVERT)]
+    assert reverts[-2:] == ["begin", "done"]
+    assert [e.kind for e in events(dev, Event.STORE_DAMAGED)] == ["blob"]
+    assert [e.kind for e in events(dev, Event.REFETCHED)] == ["blob"]
+    assert blob(dev, v1.sha256).is_file()
