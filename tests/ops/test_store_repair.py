@@ -6,6 +6,7 @@ its intact build artifact; a damaged copy never quarantines the version."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +223,37 @@ def test_a_sequential_swap_that_fails_brings_back_the_old_version_despite_its_da
     assert [e.kind for e in events(dev, Event.STORE_DAMAGED)] == ["blob"]
     assert [e.kind for e in events(dev, Event.REFETCHED)] == ["blob"]
     assert blob(dev, v1.sha256).is_file()
+
+
+def test_a_retry_after_a_quarantine_finds_the_damaged_blob_and_repairs_it(dev: Device) -> None:
+    dev.converge(dev.spec("1"))
+    v2 = dev.spec("2")
+    dev.backend.arm("infer", *[returns(np.full((1, 4), np.nan, np.float32))] * 3)
+    dev.converge(v2)
+    assert dev.quarantine.get("m") is not None and dev.serving() == "1"
+    flip_byte(blob(dev, v2.sha256))  # meanwhile its stored copy rots
+
+    dev.executor.lift_quarantine("m")  # `hotswap retry m`
+    dev.converge(v2)
+    assert dev.serving() == "2" and dev.quarantine.get("m") is None
+    assert [e.kind for e in events(dev, Event.STORE_DAMAGED)] == ["blob"]
+    assert [e.kind for e in events(dev, Event.REFETCHED)] == ["blob"]
+
+
+def test_a_model_with_no_intact_copy_at_start_does_not_stop_the_others(dev: Device) -> None:
+    m, n = dev.spec("1"), dev.spec("7", name="n")
+    assert m.sha256 != n.sha256
+    dev.converge(m, n)
+    flip_byte(blob(dev, m.sha256))
+    shutil.rmtree(dev.state / "artifacts" / dev.ops.backends.key_for(m))
+    package = Path(m.source).parent
+    package.rename(package.with_name("hidden"))  # and the registry is down
+
+    dev = dev.restart()
+    assert dev.serving("n") == "7" and dev.serving("m") is None
+    assert dev.repo.known("m")  # answered 503, not 404, until it heals
+    assert dev.quarantine.get("m") is None
+    package.with_name("hidden").rename(package)
+    dev.converge(m, n)
+    assert dev.serving("m") == "1" and dev.serving("n") == "7"
+    assert [e.what for e in events(dev, Event.REFETCHED)] == [m.sha256]
