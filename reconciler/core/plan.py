@@ -65,15 +65,7 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
     quarantined = current.failed_digest == spec.digest
     synced = _serves(spec, current, observed)
     if synced or quarantined:
-        steps: list[AnyStep] = []
-        if current.candidate is not None:
-            steps.append(Revert(spec.name, current.candidate.version))
-        if not quarantined and current.standby is not None and not spec.retention.keep_standby:
-            # keep_standby turned off since the last swap: free the standby now, not at the next
-            steps.append(Retire(spec.name, False, spec.retention.keep_versions))
-        if synced and spec.sha256 in observed.damaged and spec.sha256 not in observed.blobs:
-            steps.append(Fetch(spec.name, spec))  # the store heals while the artifact serves
-        return steps
+        return _settled(spec, current, observed, quarantined)
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
     retention = spec.retention
@@ -119,6 +111,22 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
         Retire(name, retention.keep_standby, retention.keep_versions),
     ]
     return pending
+
+
+def _settled(
+    spec: ModelSpec, current: ModelObserved, observed: Observed, quarantined: bool
+) -> list[AnyStep]:
+    """What is left for a model that serves its desired version, or whose desired digest is
+    quarantined: leftovers only, never a new deployment."""
+    steps: list[AnyStep] = []
+    if current.candidate is not None:
+        steps.append(Revert(spec.name, current.candidate.version))
+    if not quarantined and current.standby is not None and not spec.retention.keep_standby:
+        # keep_standby turned off since the last swap: free the standby now, not at the next
+        steps.append(Retire(spec.name, False, spec.retention.keep_versions))
+    if not quarantined and spec.sha256 in observed.damaged and spec.sha256 not in observed.blobs:
+        steps.append(Fetch(spec.name, spec))  # the store heals while the artifact serves
+    return steps
 
 
 def _source_file(current: ModelObserved) -> str | None:
