@@ -93,7 +93,28 @@ def _row(name: str, served: dict[str, Any], view: DaemonView, running: bool) -> 
         "fetch": served.get("fetch"),  # {"bytes", "total"} while a download runs
         "override": override_row(override) if override else None,
         "rollout": rollout_row(served.get("rollout"), view.planned.models.get(name)),
+        "store": store_row(served.get("store")),
     }
+
+
+def store_row(health: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Damaged store copies found since the daemon started, as figures and one line."""
+    if not health or (not health.get("damaged") and not health.get("repairing")):
+        return None
+    recent = health.get("recent") or []
+    last = recent[-1] if recent else None
+    repairing = health.get("repairing") or []
+    if repairing:
+        fix = ", ".join(f"{r['kind']} {str(r['what'])[:12]}" for r in repairing)
+        state = f"repairing: {fix}"
+    else:
+        state = "repaired"
+    count = health.get("damaged", 0)
+    if not count:  # found before the daemon last started, still being repaired
+        return {**health, "text": f"store: {state} (found damaged before this start)"}
+    what = f"; last: {last['kind']} of v{last['version']}" if last else ""
+    moved = f", kept at {last['moved_to']}" if last and last.get("moved_to") else ""
+    return {**health, "text": f"store damaged {count}x since start{what}{moved}; {state}"}
 
 
 def override_row(override: Override) -> dict[str, Any]:
@@ -164,6 +185,8 @@ def _print_details(r: dict[str, Any]) -> None:
         print(f"  fetching: {done}/{total if total is not None else '?'} bytes")
     if r["rollout"]:
         print(f"  {r['rollout']['text']}")
+    if r.get("store"):
+        print(f"  {r['store']['text']}")
     if r["override"]:
         print(f"  override: {r['override']['text']}")
     if r["last_error"]:

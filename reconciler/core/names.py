@@ -45,6 +45,8 @@ class Event(Name):
     OVERRIDE = "override"  # an operator's rollback set or cleared
     RETRY = "retry"  # an operator's `hotswap retry`
     TRUST = "trust"  # the device trust policy could not be read
+    STORE_DAMAGED = "store-damaged"  # a stored blob or build artifact failed its sha256
+    REFETCHED = "refetched"  # ... and was fetched or built again
 
 
 class Phase(Name):

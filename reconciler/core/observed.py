@@ -42,6 +42,9 @@ class Observed:
     # (backend, cache identity) available here: its version, plus for TensorRT the device
     # facts an engine depends on; the build key includes it
     backend_versions: tuple[tuple[str, str], ...] = ()
+    # sha256 of blobs found damaged in the store and set aside, not fetched again yet: a model
+    # serving from its build artifact meanwhile gets them fetched again (reconciler.ops.repair)
+    damaged: frozenset[str] = frozenset()
 
     def model(self, name: str) -> ModelObserved:
         return self.models.get(name) or ModelObserved(name)

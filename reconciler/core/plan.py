@@ -4,8 +4,9 @@ No I/O, no clock, no randomness: the same inputs always give the same steps, whi
 `hotswap plan` prints and what the table-driven tests pin down. Per model, in name order:
 
 - desired and in sync (the active instance has the desired version and build key): nothing,
-  except reverting a candidate that is no longer wanted (a rollout overtaken by a rollback) and
-  releasing a standby that retention no longer keeps;
+  except reverting a candidate that is no longer wanted (a rollout overtaken by a rollback),
+  releasing a standby that retention no longer keeps, and fetching again its blob when that
+  was found damaged (it serves from its intact build artifact meanwhile);
 - desired but its digest failed terminally before (quarantined): the same, until it changes;
 - desired and proven as the warm standby (same build and digest): swap back, retire;
 - desired and different: the remaining steps of fetch -> verify -> build -> warm -> health-check
@@ -64,13 +65,7 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
     quarantined = current.failed_digest == spec.digest
     synced = _serves(spec, current, observed)
     if synced or quarantined:
-        steps: list[AnyStep] = []
-        if current.candidate is not None:
-            steps.append(Revert(spec.name, current.candidate.version))
-        if not quarantined and current.standby is not None and not spec.retention.keep_standby:
-            # keep_standby turned off since the last swap: free the standby now, not at the next
-            steps.append(Retire(spec.name, False, spec.retention.keep_versions))
-        return steps
+        return _settled(spec, current, observed, quarantined)
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
     retention = spec.retention
@@ -116,6 +111,22 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
         Retire(name, retention.keep_standby, retention.keep_versions),
     ]
     return pending
+
+
+def _settled(
+    spec: ModelSpec, current: ModelObserved, observed: Observed, quarantined: bool
+) -> list[AnyStep]:
+    """What is left for a model that serves its desired version, or whose desired digest is
+    quarantined: leftovers only, never a new deployment."""
+    steps: list[AnyStep] = []
+    if current.candidate is not None:
+        steps.append(Revert(spec.name, current.candidate.version))
+    if not quarantined and current.standby is not None and not spec.retention.keep_standby:
+        # keep_standby turned off since the last swap: free the standby now, not at the next
+        steps.append(Retire(spec.name, False, spec.retention.keep_versions))
+    if not quarantined and spec.sha256 in observed.damaged and spec.sha256 not in observed.blobs:
+        steps.append(Fetch(spec.name, spec))  # the store heals while the artifact serves
+    return steps
 
 
 def _source_file(current: ModelObserved) -> str | None:

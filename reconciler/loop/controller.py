@@ -72,6 +72,7 @@ class Controller:
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
+        metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
             journal,
@@ -82,6 +83,7 @@ class Controller:
             clock=clock,
             on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
             on_rollout_event=self.judge_now,  # a candidate failed a request
+            on_store_damaged=lambda model, kind: metrics.store_damaged.labels(model, kind).inc(),
         )
         self.quarantine = Quarantine()  # written by the executor only
         self.executor = Executor(self.ctx, metrics, self.quarantine)
@@ -178,6 +180,8 @@ class Controller:
         self.refresh_trust()
         desired = read_desired(self.desired_dir)
         self.desired = desired
+        # the server answers 503 (not 404) for these while none of their versions is loaded
+        self.repo.declare({*desired.models, *desired.held_models()})
         self._report_load_errors(desired.errors)
         for model in self.operator.take(desired):  # a retry starts over, without backoff
             self.schedule.retry_now(model)
@@ -286,6 +290,7 @@ class Controller:
                     overrides=self.operator.snapshot(),
                     reasons=self.quarantine.snapshot().reasons,
                     passes=self.passes,
+                    store=self.ctx.store_health(),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -11,9 +11,10 @@ restore at startup — goes through one path, `_attempt`:
 `Done` lets the plan go on; `Wait` (a rollout stage still running) stops it until the controller
 plans again; `Failed` is handled as its reason says (reconciler.core.reasons): a loaded
 candidate is reverted first (the active version never stopped serving); `repair` tries the step
-once more at once (what was damaged is already discarded); `budget` counts an unexpected error
-against the digest and quarantines it when the budget is spent; `quarantine` holds the desired
-digest until desired state changes; `retry` leaves the backoff to the controller.
+again at once (what was damaged is already set aside; up to `REPAIRS_AT_ONCE` times); `budget`
+counts an unexpected error against the digest and quarantines it when the budget is spent;
+`quarantine` holds the desired digest until desired state changes; `retry` leaves the backoff
+to the controller.
 
 The executor is the one writer of the `Quarantine`: after a swap or an unload it takes what the
 journal holds in force (`queries.quarantined`), so a running daemon and a restarted one agree.
@@ -47,6 +48,10 @@ from reconciler.state.records import (
 from runtime.serving.metrics import Metrics
 
 log = structlog.get_logger("hotswap.executor")
+
+# A step is redone at once after each repair, this many times: a blob and the artifact built
+# from it can both be damaged, and each attempt finds (and sets aside) one of them.
+REPAIRS_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,7 @@ class Executor:
             if step.done(self.ctx.observe()):
                 log.info("step.skip", model=model, step=str(step.name), reason="already done")
                 continue
-            outcome = self._attempt(step, run)
-            if isinstance(outcome, Failed) and outcome.next is Next.REPAIR:
-                outcome = self._attempt(step, run)  # the damaged copy is gone: redo it now
+            outcome = self._attempt_repairing(step, run)
             match outcome:
                 case Done():
                     continue
@@ -108,6 +111,15 @@ class Executor:
         return Done()
 
     # -- the one path every step takes ----------------------------------------------------------
+    def _attempt_repairing(self, step: AnyStep, run: _Run, because: str | None = None) -> Outcome:
+        """`_attempt`, redone at once after each repair (the damaged copy is set aside)."""
+        outcome = self._attempt(step, run, because)
+        for _ in range(REPAIRS_AT_ONCE):
+            if not (isinstance(outcome, Failed) and outcome.next is Next.REPAIR):
+                break
+            outcome = self._attempt(step, run, because)
+        return outcome
+
     def _attempt(self, step: AnyStep, run: _Run, because: str | None = None) -> Outcome:
         from_version = self._active_version(run.model)
         waiting = self._waiting.pop(run.model, None)
@@ -213,7 +225,7 @@ class Executor:
         if reverting and not isinstance(step, Revert | Restore):
             version = slot.candidate.version if slot and slot.candidate else "-"
             revert = Revert(run.model, version, failed.message)
-            if isinstance(self._attempt(revert, run, because=failed.reason), Done):
+            if isinstance(self._attempt_repairing(revert, run, because=failed.reason), Done):
                 self.metrics.reverts.labels(run.model, failed.reason).inc()
         return failed
 
@@ -231,7 +243,9 @@ class Executor:
     def restore_all(self) -> dict[str, Outcome]:
         """Startup: serve the last promoted version of every model before anything else."""
         outcomes: dict[str, Outcome] = {}
-        for model, promoted in sorted(queries.last_promoted(self.journal.records()).items()):
+        last_promoted = queries.last_promoted(self.journal.records())
+        self.ctx.repo.declare(last_promoted)  # 503 while restoring, not 404 (until desired says)
+        for model, promoted in sorted(last_promoted.items()):
             swap, rec = promoted.body, promoted.rec
             if not isinstance(swap, SwapDone):
                 problem = getattr(swap, "problem", None)

@@ -11,6 +11,7 @@ import datetime as dt
 import errno
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.core.errors import InvalidInput, RuntimeFailure, TransientError
@@ -91,8 +92,10 @@ class ArtifactCache:
         )
         return final
 
-    def open(self, key: str) -> Path:
-        """The artifact for `key`, checked against its recorded sha256; a bad one is discarded."""
+    def open(self, key: str, set_aside: Callable[[Path, str], None] | None = None) -> Path:
+        """The artifact for `key`, checked against its recorded sha256. A bad one is handed to
+        `set_aside(directory, message)` (reconciler.ops.repair keeps it for a look), or else
+        discarded; either way it is gone from the cache and is rebuilt."""
         directory = self._dir(key)
         try:
             meta = json.loads((directory / "meta.json").read_text())
@@ -101,11 +104,12 @@ class ArtifactCache:
         except (OSError, ValueError, KeyError, TypeError):
             ok = False
         if not ok:
+            done = "set aside" if set_aside is not None else "discarded"
+            message = f"build artifact {key[:12]} is damaged; {done}, it will be rebuilt"
+            if set_aside is not None and directory.is_dir():
+                set_aside(directory, message)
             shutil.rmtree(directory, ignore_errors=True)
-            raise RuntimeFailure(
-                f"build artifact {key[:12]} is damaged; discarded, it will be rebuilt",
-                reason="artifact-damaged",
-            )
+            raise RuntimeFailure(message, reason="artifact-damaged")
         return path
 
     def remove(self, key: str) -> None:

@@ -38,8 +38,10 @@ from reconciler.ops.instances import Instances
 from reconciler.ops.memory import MemoryPlanner
 from reconciler.ops.observe import NOTHING, Observer
 from reconciler.ops.prepare import Preparer
+from reconciler.ops.repair import StoreRepair
 from reconciler.ops.retention import Retention
 from reconciler.ops.rollout import RolloutProgress, Rollouts
+from reconciler.state.damaged import DamagedFiles
 from reconciler.state.journal import Journal
 from reconciler.state.store import Store
 from reconciler.trust.policy import TrustPolicy
@@ -62,12 +64,14 @@ class Operations:
         artifacts: ArtifactCache | None = None,
         on_progress: Callable[[], None] | None = None,
         on_rollout_event: Callable[[str], None] | None = None,
+        on_store_damaged: Callable[[str, str], None] | None = None,
     ) -> None:
         """`policy`: the device's trust policy (from its trust dir, never from desired state).
         `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
         `clock`: monotonic seconds, for rollout stages and the sequential-swap window.
         `on_progress()`: a download advanced (at most once a second), for the status writer.
-        `on_rollout_event(model)`: a candidate in a rollout stage failed a request."""
+        `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
+        `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric)."""
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
@@ -77,8 +81,15 @@ class Operations:
         self.background = Background()
         self.backends = backends or Backends()
         self.authorizer = Authorizer(policy)
+        self.repair = StoreRepair(journal, DamagedFiles(state_dir / "damaged"), on_store_damaged)
         self.prepare = Preparer(
-            self.store, self.artifacts, self.authorizer, self.backends, self.background, on_progress
+            self.store,
+            self.artifacts,
+            self.authorizer,
+            self.backends,
+            self.background,
+            self.repair,
+            on_progress,
         )
         self.memory = MemoryPlanner(repo, memory_budget, clock)
         self.rollout_progress = RolloutProgress()
@@ -96,7 +107,7 @@ class Operations:
         )
         self.retention = Retention(self.store, self.artifacts, repo, journal, self.backends)
         self.observer = Observer(
-            repo, self.store, self.artifacts, self.backends, self.rollout_progress
+            repo, self.store, self.artifacts, self.backends, self.rollout_progress, self.repair
         )
 
     # -- the steps (reconciler.core.steps.StepContext) ----------------------------------------
@@ -139,6 +150,10 @@ class Operations:
     def describe(self) -> dict[str, Any]:
         """The repository as the status snapshot shows it."""
         return self.observer.describe()
+
+    def store_health(self) -> dict[str, dict[str, Any]]:
+        """model -> damaged copies found and repairs in progress, for the status snapshot."""
+        return self.repair.describe()
 
     def restore(self, spec: ModelSpec) -> Detail:
         return self.instances.restore(spec)

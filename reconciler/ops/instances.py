@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from reconciler.core.desired import ModelSpec
-from reconciler.core.errors import RuntimeFailure
+from reconciler.core.errors import HotswapError, RuntimeFailure
 from reconciler.core.steps import Detail
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -31,6 +33,8 @@ from reconciler.state.records import RestoreDone, SwapDone
 from reconciler.verify.health import health_check, warm_up
 from runtime.backends import BackendError
 from runtime.serving.slot import Instance, ModelSlot, Repository
+
+log = structlog.get_logger("hotswap.instances")
 
 
 def _matches(inst: Instance, spec: ModelSpec, key: str) -> bool:
@@ -61,8 +65,8 @@ class Instances:
         self.threads = threads  # inference threads per session (None: the backend's default)
 
     def load(self, spec: ModelSpec, key: str, artifact: Path | None = None) -> Instance:
+        """Load `artifact` (by default the verified, built one) as an instance of `spec`."""
         artifact = artifact or self.prepare.artifact(spec, key)
-        verified = self.prepare.verified(spec)
         backend = self.backends.get(spec.backend)
         need = memory_need(backend, artifact)
         try:
@@ -85,7 +89,7 @@ class Instances:
             "precision": spec.precision,
             "platform": {"tensorrt": "tensorrt_plan"}.get(spec.backend, f"{spec.backend}_onnx"),
             "authorization": self.authorizer.authorize(spec).to_json(),  # cached by verify
-            "interface": [t.name for t in verified.inputs + verified.outputs],
+            "interface": [t.name for t in session.inputs + session.outputs],
             "memory": need,
         }
         return Instance(spec.name, spec.version, session, meta)
@@ -190,11 +194,28 @@ class Instances:
         return {}
 
     def restore(self, spec: ModelSpec) -> Detail:
-        """Serve a previously promoted version again: verify, build if needed, load, activate."""
-        if not self.prepare.store.has(spec.sha256):
-            self.prepare.download(spec)
+        """Serve a previously promoted version again: verify, build if needed, load, activate.
+
+        With its blob gone from the store (found damaged and set aside, or deleted) it serves
+        from its intact build artifact at once, then fetches the blob again; a failed fetch
+        does not stop it serving (the planner fetches again, reconciler.core.plan)."""
         key = self.backends.key_for(spec)
-        inst = self.load(spec, key)
+        artifact = None
+        if not self.prepare.store.has(spec.sha256):
+            artifact = self.prepare.intact_artifact(spec, key)
+            if artifact is None:
+                self.prepare.download(spec)
+        inst = self.load(spec, key, artifact)
         inst.healthy = True
         self.repo.slot(spec.name).activate(inst)
+        if artifact is not None:
+            self._fetch_again(spec)
         return RestoreDone(spec.version, key)
+
+    def _fetch_again(self, spec: ModelSpec) -> None:
+        try:
+            self.prepare.download(spec)
+        except HotswapError as e:
+            log.warning(
+                "restore.refetch-failed", model=spec.name, version=spec.version, error=e.message
+            )

@@ -16,6 +16,7 @@ from typing import Any
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.backends import Backends
+from reconciler.ops.repair import StoreRepair
 from reconciler.ops.rollout import RolloutProgress
 from reconciler.state.store import Store
 from runtime.serving.slot import Instance, Repository
@@ -48,8 +49,10 @@ class Observer:
         artifacts: ArtifactCache,
         backends: Backends,
         progress: RolloutProgress,
+        repair: StoreRepair | None = None,
     ) -> None:
         self.repo = repo
+        self.repair = repair
         self.store = store
         self.artifacts = artifacts
         self.backends = backends
@@ -70,11 +73,14 @@ class Observer:
                 failed_digest=quarantined.get(name),
                 last_error=last_errors.get(name),
             )
+        blobs = self.store.blobs()
+        damaged = self.repair.pending_blobs() - blobs if self.repair else frozenset()
         return Observed(
             models=models,
-            blobs=self.store.blobs(),
+            blobs=blobs,
             artifacts=self.artifacts.keys(),
             backend_versions=self.backends.identities,
+            damaged=damaged,
         )
 
     def _candidate(self, model: str, cand: Instance | None) -> InstanceInfo | None:

@@ -6,6 +6,10 @@ for the verified, built artifact they load. Verification is an in-memory proof (
 artifact goes through `artifact()`, which verifies and builds again when the proof is missing.
 Downloads report their progress (`downloads()`), which the controller shows in status.
 
+A stored blob or build artifact found damaged is handed to `StoreRepair` (set aside, journaled,
+counted) and raised as a repair; what is fetched or built again is reported to it as repaired.
+`intact_artifact` is how restore keeps serving while the blob is fetched again.
+
 Hashing, checking and building keep a core busy: the steps run on the niced `background` pool.
 """
 
@@ -24,8 +28,10 @@ from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
 from reconciler.ops.background import Background, heavy
+from reconciler.ops.repair import StoreRepair
 from reconciler.state.records import BuildDone, FetchDone
 from reconciler.state.store import Store
+from reconciler.state.store_records import ARTIFACT, BLOB
 from reconciler.verify.model import VerifiedModel, verify
 
 REPORT_EVERY_S = 1.0  # how often a download in flight wakes the status writer
@@ -39,9 +45,11 @@ class Preparer:
         authorizer: Authorizer,
         backends: Backends,
         background: Background,
+        repair: StoreRepair,
         on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.repair = repair
         self.artifacts = artifacts
         self.authorizer = authorizer
         self.backends = backends
@@ -78,16 +86,20 @@ class Preparer:
         policy = self.authorizer.policy
         cap = min(auth.size, policy.max_model_bytes) if auth.size else policy.max_model_bytes
         try:
-            return fetch(
+            path = fetch(
                 spec, self.store, max_bytes=cap, allow_http=policy.allow_http, progress=progress
             )
         finally:
             self._progress.pop(spec.name, None)
             bar.close()
+        self.repair.repaired(spec, BLOB, spec.sha256, path.stat().st_size)
+        return path
 
     @heavy
     def verify(self, spec: ModelSpec) -> Detail:
         path = self.store.path(spec.sha256)
+        if not path.is_file() and spec.sha256 in self.repair.pending_blobs():
+            path = self.download(spec)  # set aside as damaged: the repair is to fetch it again
         if not path.is_file():
             raise TransientError(
                 f"verify {spec.name} v{spec.version}: blob {spec.sha256[:12]} is not in the store",
@@ -104,12 +116,12 @@ class Preparer:
                 raise
             # The store only ever holds bytes whose hash matched when they came in: a mismatch
             # now is damage to the local copy (bit-rot, a torn write), not a verdict on the
-            # version. Discard it; the repair fetches it again, checked as on first fetch.
-            path.unlink(missing_ok=True)
-            raise IntegrityError(
-                f"{e.message}; the damaged copy in the store was discarded and is fetched again",
-                reason="store-damaged",
-            ) from e
+            # version. Set it aside; the repair fetches it again, checked as on first fetch.
+            message = (
+                f"{e.message}; the damaged copy in the store was set aside and is fetched again"
+            )
+            self.repair.set_aside_blob(spec, path, message)
+            raise IntegrityError(message, reason="store-damaged") from e
         checks = ["signature" if auth.signed else "UNSIGNED", "sha256", "onnx", "interface"]
         return {"sha256": spec.sha256, "checks": checks, "authorization": auth.to_json()}
 
@@ -125,6 +137,7 @@ class Preparer:
     def build(self, spec: ModelSpec, key: str) -> Detail:
         backend = self.backends.get(spec.backend)
         path = self.artifacts.build(self.verified(spec), key, backend)
+        self.repair.repaired(spec, ARTIFACT, key, path.stat().st_size)
         return BuildDone(build_key=key, artifact=str(path), bytes=path.stat().st_size)
 
     def artifact(self, spec: ModelSpec, key: str) -> Path:
@@ -132,4 +145,20 @@ class Preparer:
         self.verified(spec)
         if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
             self.build(spec, key)
-        return self.artifacts.open(key)
+        return self._open(spec, key)
+
+    def intact_artifact(self, spec: ModelSpec, key: str) -> Path | None:
+        """The artifact built for `spec`, its sha256 checked, without the blob's proof: what
+        restore serves from while a damaged or missing blob is fetched again. The key names
+        the blob's sha256 and the artifact was written only after a build from verified bytes,
+        so its own hash is the proof. None when there is none; a damaged one is set aside and
+        raised as a repair, like any other."""
+        if key not in self.artifacts.keys():  # noqa: SIM118 - keys() scans the disk
+            return None
+        return self._open(spec, key)
+
+    def _open(self, spec: ModelSpec, key: str) -> Path:
+        def set_aside(directory: Path, message: str) -> None:
+            self.repair.set_aside_artifact(spec, key, directory, message)
+
+        return self.artifacts.open(key, set_aside)

@@ -43,11 +43,12 @@ from reconciler.state.operator_records import (
     OverrideSet,
     RetryRequested,
 )
+from reconciler.state.store_records import Refetched, StoreDamaged
 
 __all__ = [
     "Body", "BuildDone", "Entry", "FetchDone", "OverrideCleared", "OverrideRefused",
-    "OverrideSet", "Raw", "RestoreBegun", "RestoreDone", "RestoreFailed", "RetryRequested",
-    "RevertBegun", "StepBegun", "StepFailed", "SwapDone", "parse",
+    "OverrideSet", "Raw", "Refetched", "RestoreBegun", "RestoreDone", "RestoreFailed", "RetryRequested",
+    "RevertBegun", "StepBegun", "StepFailed", "StoreDamaged", "SwapDone", "parse",
 ]  # fmt: skip
 
 
@@ -275,7 +276,7 @@ class RestoreFailed(Typed):
 Body = (
     StepBegun | RevertBegun | FetchDone | BuildDone | SwapDone | StepFailed | RestoreBegun
     | RestoreDone | RestoreFailed | OverrideSet | OverrideCleared | OverrideRefused
-    | RetryRequested | Raw
+    | RetryRequested | StoreDamaged | Refetched | Raw
 )  # fmt: skip
 
 _BY_STEP_AND_PHASE: dict[tuple[str, str], Any] = {
@@ -287,6 +288,8 @@ _BY_STEP_AND_PHASE: dict[tuple[str, str], Any] = {
     (StepName.RESTORE.value, Phase.FAILED.value): RestoreFailed,
     (Event.OVERRIDE.value, Phase.FAILED.value): OverrideRefused,
     (Event.RETRY.value, Phase.DONE.value): RetryRequested,
+    (Event.STORE_DAMAGED.value, Phase.DONE.value): StoreDamaged,
+    (Event.REFETCHED.value, Phase.DONE.value): Refetched,
 }
 
 

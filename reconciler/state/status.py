@@ -40,9 +40,12 @@ def write_snapshot(
     overrides: dict[str, Any] | None = None,
     reasons: Mapping[str, str] | None = None,
     passes: int = 0,
+    store: Mapping[str, Any] | None = None,
 ) -> None:
     """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
-    (what a test or a script waits on instead of sleeping: "three more passes, and nothing")."""
+    (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
+    `store`: model -> its damaged store copies found and repairs in progress
+    (reconciler.ops.repair)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -57,6 +60,8 @@ def write_snapshot(
             "last_error": obs.last_error,
             "last_failure": _failure(reasons.get(name)) if reasons else None,
         }
+        if store and name in store:  # damaged copies found since start, repairs in progress
+            models[name]["store"] = store[name]
         if progress and name in progress:  # a download in flight
             done, total = progress[name]
             models[name]["fetch"] = {"bytes": done, "total": total}

@@ -24,7 +24,12 @@ from starlette.responses import JSONResponse, Response
 from runtime.backends.base import BackendError
 from runtime.serving.metrics import Metrics
 from runtime.serving.mirror import Mirror, finite
-from runtime.serving.responses import HEADER_LENGTH, error_response, render_response
+from runtime.serving.responses import (
+    HEADER_LENGTH,
+    error_response,
+    render_response,
+    unavailable_response,
+)
 from runtime.serving.slot import Instance, ModelSlot, NotReady, Repository
 from runtime.serving.v2 import BadRequest, decode_request, encode_response, split_body
 
@@ -33,6 +38,13 @@ log = structlog.get_logger("hotswap.access")
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 _ERROR_KIND = {503: "unavailable", 500: "backend"}  # any other failure is the client's
+
+
+def _no_slot(repo: Repository, name: str) -> Response:
+    """A model with no slot: known to the control plane but not loaded now (503), or unknown."""
+    if repo.known(name):
+        return unavailable_response(f"model {name!r} is not loaded now; try again later")
+    return error_response(404, f"unknown model {name!r}")
 
 
 def _no_such_version(name: str, version: str, active: str) -> Response:
@@ -101,10 +113,10 @@ class InferenceService:
         """The active instance of `name` (of `version`, if given), or the error response."""
         slot = self.repo.get(name)
         if slot is None:
-            return error_response(404, f"unknown model {name!r}")
+            return _no_slot(self.repo, name)
         inst = slot.active
         if inst is None:
-            return error_response(503, f"model {name!r} is not ready")
+            return unavailable_response(f"model {name!r} is not ready")
         if version is not None and version != inst.version:
             return _no_such_version(name, version, inst.version)
         return inst
@@ -135,8 +147,9 @@ class InferenceService:
         name = request.path_params["model"]
         slot = self.repo.get(name)
         if slot is None:
-            self.metrics.errors.labels(name, "client").inc()
-            return error_response(404, f"unknown model {name!r}")
+            response = _no_slot(self.repo, name)
+            self.metrics.errors.labels(name, _ERROR_KIND.get(response.status_code, "client")).inc()
+            return response
         body = await self._read_body(request)
         if isinstance(body, Response):
             self.metrics.errors.labels(name, "client").inc()
@@ -209,7 +222,7 @@ class InferenceService:
                 self.mirror.offer(slot, inst, request_id, req.feeds, outputs)
                 return render_response(encode_response(name, inst.version, req, outputs)), served
         except NotReady:
-            return error_response(503, f"model {name!r} is not ready"), served
+            return unavailable_response(f"model {name!r} is not ready"), served
         except BadRequest as e:
             return error_response(400, str(e)), served
         except BackendError as e:

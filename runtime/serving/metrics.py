@@ -82,6 +82,10 @@ class Metrics:
             "hotswap_step_failures", "Failed steps by step, reason and what happens next (retry, repair, budget, quarantine)",
             ["step", "reason", "next"], registry=r,
         )  # fmt: skip
+        self.store_damaged = Counter(
+            "hotswap_store_damaged", "Stored model blobs (kind blob) and build artifacts (kind artifact) found damaged, set aside and repaired",
+            ["model", "kind"], registry=r,
+        )  # fmt: skip
 
     def watch_state(
         self, describe_models: Callable[[], dict[str, Any]], journal_bytes: Callable[[], int]

@@ -24,8 +24,18 @@ class V2JSONResponse(JSONResponse):
         return json.dumps(content, separators=(",", ":"), allow_nan=True).encode()
 
 
+RETRY_AFTER_S = 5  # what a client waits before asking again for a model that is not loaded now
+
+
 def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def unavailable_response(message: str) -> JSONResponse:
+    """503 with Retry-After: the model is known, nothing of it can answer right now."""
+    return JSONResponse(
+        {"error": message}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
 
 
 def render_response(encoded: EncodedResponse) -> Response:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,12 +262,26 @@ class ModelSlot:
 
 
 class Repository:
-    """All slots by model name: what the server serves and the reconciler changes."""
+    """All slots by model name: what the server serves and the reconciler changes.
+
+    The control plane also `declare`s the names it means to serve (desired state, and at start
+    the versions it restores), so the server can tell a model that is known but not loaded
+    now (503, try again later) from a name nobody declared (404)."""
 
     def __init__(self, on_revert_served: Callable[[str, float], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._slots: dict[str, ModelSlot] = {}
+        self._declared: frozenset[str] = frozenset()
         self.on_revert_served = on_revert_served  # (model, seconds), e.g. a metrics histogram
+
+    def declare(self, names: Iterable[str]) -> None:
+        """The models the control plane serves or means to serve (replaces the last set)."""
+        self._declared = frozenset(names)
+
+    def known(self, name: str) -> bool:
+        """Declared, or loaded: a name the server answers 503 for rather than 404 when it
+        has nothing active."""
+        return name in self._declared or self.get(name) is not None
 
     def slot(self, name: str) -> ModelSlot:
         with self._lock:

@@ -6,7 +6,8 @@ A case file has three keys:
   precision, shapes, warmup, golden, atol, max_latency_ms, strategy, keep_standby,
   keep_versions, file), `errors` (LoadError fields: file, model) and `readable` (default true).
 - `observed`: `models` (name -> active/candidate/standby {version, sha256, build_key, digest,
-  healthy, source_file} and failed_digest), `blobs`, `artifacts` and `backend_versions`
+  healthy, source_file} and failed_digest), `blobs`, `artifacts`, `damaged` (blobs set aside
+  as damaged, not fetched again) and `backend_versions`
   (default {onnxruntime: "1.32.0"}).
 - `steps`: the exact `str(step)` lines `plan()` must return, in order.
 
@@ -165,6 +166,7 @@ def make_observed(d: dict[str, Any], desired: Desired) -> Observed:
         blobs=frozenset(sha(b) for b in d.get("blobs") or []),
         artifacts=frozenset(r.value("", a) for a in d.get("artifacts") or []),
         backend_versions=tuple(sorted(backends.items())),
+        damaged=frozenset(sha(b) for b in d.get("damaged") or []),
     )
 
 

@@ -52,6 +52,7 @@ class Device:
             policy=load_policy(trust),
             clock=self.clock,
             backends=Backends({"fake": self.backend}, {"fake": self.backend.cache_identity}),
+            on_store_damaged=lambda m, kind: self.metrics.store_damaged.labels(m, kind).inc(),
         )
         self.quarantine = Quarantine()
         self.executor = Executor(self.ops, self.metrics, self.quarantine)

@@ -135,8 +135,8 @@ def mutated_docs(draw: st.DrawFn) -> Any:
                 parent[draw(st.text(max_size=6))] = draw(json_values)
             else:
                 parent.append(draw(json_values))
-        except (KeyError, IndexError, TypeError):
-            pass  # an earlier mutation removed or replaced this path
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass  # an earlier mutation removed or replaced this path (with null, say)
     if draw(st.booleans()):
         doc = draw(st.sampled_from([doc, [doc], {"spec": doc}, None, 3, "text"]))
     return doc
