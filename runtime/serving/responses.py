@@ -15,6 +15,9 @@ from starlette.responses import JSONResponse, Response
 from runtime.serving.v2 import EncodedResponse
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# On a 503 (a model not loaded yet, a sequential swap): when to ask again, so clients and load
+# balancers back off for a moment instead of hammering or giving up.
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 class V2JSONResponse(JSONResponse):
@@ -25,7 +28,8 @@ class V2JSONResponse(JSONResponse):
 
 
 def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    headers = RETRY_AFTER if status == 503 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def render_response(encoded: EncodedResponse) -> Response:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.backends.base import Session
+from runtime.serving.conditions import Conditions
 from runtime.serving.traffic import Split
 
 
@@ -268,6 +269,7 @@ class Repository:
         self._lock = threading.Lock()
         self._slots: dict[str, ModelSlot] = {}
         self.on_revert_served = on_revert_served  # (model, seconds), e.g. a metrics histogram
+        self.conditions = Conditions()  # desired versions not serving, as the control plane says
 
     def slot(self, name: str) -> ModelSlot:
         with self._lock:
