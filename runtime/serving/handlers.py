@@ -87,6 +87,7 @@ class InferenceService:
         self.server_version = server_version
         self.metrics = metrics
         self.access_log = access_log
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-infer")
         self.mirror = Mirror(workers=max(1, workers // 2))
         self.stats = InferenceStats()
