@@ -164,9 +164,10 @@ def encode_response(
     )
     for name in request.requested_outputs or tuple(results):
         value = results[name]
+        native = value.dtype.newbyteorder("=")  # a big-endian output is still, say, INT32
         response.outputs.add(
             name=name,
-            datatype=NUMPY_TO_V2.get(value.dtype, str(value.dtype)),
+            datatype=NUMPY_TO_V2.get(native, str(value.dtype)),
             shape=list(value.shape),
         )
         little = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
