@@ -1,10 +1,13 @@
 """The V2 route handlers, as methods of one `InferenceService` that holds what they share: the
-repository of model slots, the metrics, the inference thread pool and the mirror.
+repository of model slots, the metrics, the Triton statistics, the inference thread pool and the
+mirror.
 
-`runtime.serving.server.create_app` makes one and routes to its methods. The async handlers
-answer on the event loop only what needs no model work (health, metadata) and read request
-bodies; everything from JSON parsing to encoding the response runs in `run_infer` on one
-worker thread, holding the instance the request started on.
+`runtime.serving.server` makes one and routes to its methods; the gRPC servicer
+(`runtime.serving.grpc.servicer`) serves from the same one. The async handlers answer on the
+event loop only what needs no model work (health, metadata) and read request bodies; everything
+from JSON parsing to encoding the response runs in `run_infer` on one worker thread, through
+`execute` (the path every protocol shares, `runtime.serving.inference`), holding the instance
+the request started on.
 """
 
 from __future__ import annotations
