@@ -202,6 +202,7 @@ def serve(daemon: Daemon) -> bool:
     # installed its own) a request to stop, so the shutdown always runs to the end.
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     if not _start_grpc(daemon):
+        daemon.controller.ctx.shutdown()  # what recovery started; the loop never ran
         return False
     daemon.controller.start()
     try:

@@ -3,10 +3,12 @@ under gRPC load with zero failed requests, and Triton's extensions showing the q
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import numpy as np
+import pytest
 import tritonclient.grpc as tg
 from tritonclient.utils import InferenceServerException
 
@@ -20,6 +22,14 @@ def infer(c: tg.InferenceServerClient) -> str:
     t = tg.InferInput("input", list(IMAGE.shape), "FP32")
     t.set_data_from_numpy(IMAGE)
     return c.infer("classifier", [t], client_timeout=20).get_response().model_version
+
+
+def status_of(c: tg.InferenceServerClient, model: str, x: np.ndarray) -> str | None:
+    t = tg.InferInput("input", list(x.shape), "FP32" if x.dtype == np.float32 else "FP64")
+    t.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as caught:
+        c.infer(model, [t], client_timeout=20)
+    return caught.value.status()
 
 
 class GrpcLoad:
@@ -67,6 +77,9 @@ def test_tritonclient_grpc_through_a_swap_under_load(kit: Kit, daemon) -> None:
     c = tg.InferenceServerClient(d.grpc_url)
     assert c.is_server_live() and c.is_model_ready("classifier")
     assert infer(c) == "1"
+    assert status_of(c, "nope", IMAGE) == "StatusCode.NOT_FOUND"
+    assert status_of(c, "classifier", IMAGE[:, :2]) == "StatusCode.INVALID_ARGUMENT"
+    assert status_of(c, "classifier", IMAGE.astype(np.float64)) == "StatusCode.INVALID_ARGUMENT"
     config = c.get_model_config("classifier", as_json=True)["config"]
     assert config["platform"] == "onnxruntime_onnx" and config["input"][0]["name"] == "input"
     with GrpcLoad(d.grpc_url) as load:
@@ -107,3 +120,15 @@ def test_the_repository_index_shows_why_a_version_is_not_served(kit: Kit, daemon
     started = time.monotonic()
     d.stop()  # SIGTERM: both servers stop and the daemon exits
     assert d.proc is not None and d.proc.returncode == 0 and time.monotonic() - started < 20
+
+
+def test_a_grpc_address_in_use_stops_the_daemon_at_start(kit: Kit, daemon) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d.start(args=["--grpc-listen", f"127.0.0.1:{port}"])
+        assert d.wait_exit(60) == 1
+    assert "grpc.listen-failed" in d.log_tail()
