@@ -116,7 +116,8 @@ def daemon_on_v1(kit: Kit, tmp: Path) -> tuple[Server, Path, Path]:
     port = free_port()
     daemon = Server(
         [sys.executable, "-m", "reconciler", "run", "--desired", str(desired),
-         "--state-dir", str(state), "--listen", f"{HOST}:{port}", "--resync", "30", "--log-json"],
+         "--state-dir", str(state), "--listen", f"{HOST}:{port}", "--resync", "30", "--log-json",
+         "--grpc-listen", "none"],
         port, tmp / "daemon.log", tmp,
     )  # fmt: skip
     return daemon, yaml_path, state

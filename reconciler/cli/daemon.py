@@ -1,5 +1,5 @@
-"""The daemon, wired: the one place where journal, runtime, metrics, controller and HTTP server
-are built and connected, started and shut down.
+"""The daemon, wired: the one place where journal, runtime, metrics, controller and the HTTP and
+gRPC servers are built and connected, started and shut down.
 
 Called by `hotswap run` (`reconciler.cli.run`) with `DaemonOptions`, the command line turned into
 values. Every setting goes into a constructor here (the controller's keyword arguments, the
@@ -40,12 +40,14 @@ class DaemonOptions:
     trt_workspace: int | None = None  # TensorRT builder workspace (part of the cache key)
     trt_build_timeout: float | None = None  # seconds before an engine build is killed
     access_log: bool = False
+    grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
 
 
 @dataclass(frozen=True)
 class Daemon:
     controller: Controller
     server: Any  # uvicorn.Server
+    grpc: Any = None  # runtime.serving.grpc.server.GrpcServer, or None when off
 
 
 def run_daemon(options: DaemonOptions) -> int:
@@ -110,7 +112,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     from reconciler.loop.controller import Controller
     from runtime import backends
     from runtime.serving.metrics import Metrics
-    from runtime.serving.server import create_app
+    from runtime.serving.server import app_for, inference_service
     from runtime.serving.slot import Repository
 
     repo = Repository()
@@ -133,7 +135,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         metrics=metrics,
         trust_dir=options.trust_dir,
     )
-    app = create_app(
+    service = inference_service(
         repo,
         controller.ready,
         hotswap_version(),
@@ -142,14 +144,23 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         access_log=options.access_log,
     )
     config = uvicorn.Config(
-        app,
+        app_for(service),
         host=options.host,
         port=options.port,
         log_level="warning",
         access_log=False,
         lifespan="off",
     )
-    return Daemon(controller, uvicorn.Server(config))
+    return Daemon(controller, uvicorn.Server(config), _grpc_server(service, options.grpc_listen))
+
+
+def _grpc_server(service: Any, listen: tuple[str, int] | None) -> Any:
+    """The gRPC server over the same InferenceService as HTTP (not bound until `serve`)."""
+    if listen is None:
+        return None
+    from runtime.serving.grpc.server import GrpcServer
+
+    return GrpcServer(service, *listen)
 
 
 def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyResult) -> bool:
@@ -163,6 +174,7 @@ def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyRe
         desired=str(options.desired_dir),
         state_dir=str(options.state_dir),
         listen=f"{options.host}:{options.port}",
+        grpc_listen=daemon.grpc.address if daemon.grpc else None,
         pid=os.getpid(),
     )
     if not check.ok:
@@ -189,9 +201,28 @@ def serve(daemon: Daemon) -> bool:
     # closed the journal. This handler makes the re-raise (or a SIGTERM before uvicorn has
     # installed its own) a request to stop, so the shutdown always runs to the end.
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    if not _start_grpc(daemon):
+        daemon.controller.ctx.shutdown()  # what recovery started; the loop never ran
+        return False
     daemon.controller.start()
     try:
         server.run()
     finally:
+        if daemon.grpc is not None:
+            daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
         daemon.controller.stop()
     return bool(server.started)
+
+
+def _start_grpc(daemon: Daemon) -> bool:
+    """Bind gRPC before anything serves; False (logged) when its address is taken."""
+    import structlog
+
+    if daemon.grpc is None:
+        return True
+    try:
+        daemon.grpc.start()
+    except OSError as e:
+        structlog.get_logger("hotswap").error("grpc.listen-failed", error=str(e))
+        return False
+    return True

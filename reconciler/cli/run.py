@@ -23,6 +23,17 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def parse_grpc_listen(value: str) -> tuple[str, int] | None:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return parse_listen(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"--grpc-listen wants HOST:PORT, e.g. 127.0.0.1:8001, or none (got {value!r})"
+        ) from None
+
+
 def parse_size(value: str) -> int:
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     text = value.strip().upper().removesuffix("IB").removesuffix("B")
@@ -49,6 +60,14 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         default=("127.0.0.1", 8000),
         metavar="HOST:PORT",
         help="HTTP address (default: 127.0.0.1:8000; binds loopback unless told otherwise)",
+    )
+    run.add_argument(
+        "--grpc-listen",
+        type=parse_grpc_listen,
+        default=("127.0.0.1", 8001),
+        metavar="HOST:PORT|none",
+        help="gRPC address (KServe V2 / Triton GRPCInferenceService; default: 127.0.0.1:8001;"
+        " 'none' turns gRPC off)",
     )
     run.add_argument(
         "--resync",
@@ -139,4 +158,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         trt_workspace=args.trt_workspace,
         trt_build_timeout=args.trt_build_timeout,
         access_log=args.access_log,
+        grpc_listen=args.grpc_listen,
     )

@@ -24,6 +24,7 @@ from reconciler.core.observed import Observed
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
 from reconciler.core.steps import AnyStep
+from reconciler.loop.conditions import publish_conditions
 from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.schedule import Schedule
@@ -95,6 +96,7 @@ class Controller:
         self._trust_error: str | None = None
         self.restored = False
         self.desired: Desired | None = None
+        self.planned: Desired | None = None  # desired with the operator's overrides applied
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the status writer's
@@ -187,6 +189,7 @@ class Controller:
             self.schedule.retry_now(model)
         # What is planned: desired state with the operator's overrides (`hotswap rollback`).
         planned = self.operator.effective(desired)
+        self.planned = planned
         specs = [*planned.models.values(), *desired.models.values()]
         self.ctx.pin(specs)
         observed = self.observe()
@@ -279,6 +282,7 @@ class Controller:
 
     def write_status(self) -> None:
         with self._lock:
+            publish_conditions(self.repo, self.planned, self.quarantine.snapshot())
             try:
                 write_snapshot(
                     self.state_dir,

@@ -92,6 +92,9 @@ class Instances:
             "interface": [t.name for t in session.inputs + session.outputs],
             "memory": need,
         }
+        bounds = [r.max[0] for _, r in spec.shapes if r.max]
+        if bounds:  # the batch bound Triton's model configuration reports
+            meta["max_batch_size"] = min(bounds)
         return Instance(spec.name, spec.version, session, meta)
 
     @heavy

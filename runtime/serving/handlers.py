@@ -1,10 +1,13 @@
 """The V2 route handlers, as methods of one `InferenceService` that holds what they share: the
-repository of model slots, the metrics, the inference thread pool and the mirror.
+repository of model slots, the metrics, the Triton statistics, the inference thread pool and the
+mirror.
 
-`runtime.serving.server.create_app` makes one and routes to its methods. The async handlers
-answer on the event loop only what needs no model work (health, metadata) and read request
-bodies; everything from JSON parsing to encoding the response runs in `run_infer` on one
-worker thread, holding the instance the request started on.
+`runtime.serving.server` makes one and routes to its methods; the gRPC servicer
+(`runtime.serving.grpc.servicer`) serves from the same one. The async handlers answer on the
+event loop only what needs no model work (health, metadata) and read request bodies; everything
+from JSON parsing to encoding the response runs in `run_infer` on one worker thread, through
+`execute` (the path every protocol shares, `runtime.serving.inference`), holding the instance
+the request started on.
 """
 
 from __future__ import annotations
@@ -13,44 +16,56 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from runtime.backends.base import BackendError
+from runtime.serving.inference import (
+    ERROR_KIND,
+    HTTP_STATUS,
+    Decoded,
+    InferencePath,
+    InferFailure,
+    Tensors,
+    no_model,
+    no_such_version,
+)
 from runtime.serving.metrics import Metrics
-from runtime.serving.mirror import Mirror, finite
+from runtime.serving.mirror import Mirror
 from runtime.serving.responses import (
     HEADER_LENGTH,
+    RETRY_AFTER,
     error_response,
     render_response,
-    unavailable_response,
 )
-from runtime.serving.slot import Instance, ModelSlot, NotReady, Repository
-from runtime.serving.v2 import BadRequest, decode_request, encode_response, split_body
-
-log = structlog.get_logger("hotswap.access")
+from runtime.serving.slot import Instance, Repository
+from runtime.serving.stats import InferenceStats
+from runtime.serving.v2 import (
+    BadRequest,
+    InferRequest,
+    decode_request,
+    encode_response,
+    split_body,
+)
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
+# What server metadata advertises, over HTTP and gRPC (model_repository: the index; load and
+# unload answer with a refusal, see runtime.serving.extensions)
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
 
-_ERROR_KIND = {503: "unavailable", 500: "backend"}  # any other failure is the client's
+D = TypeVar("D", bound=Decoded)
+T = TypeVar("T")
 
 
-def _no_slot(repo: Repository, name: str) -> Response:
-    """A model with no slot: known to the control plane but not loaded now (503), or unknown."""
-    if repo.known(name):
-        return unavailable_response(f"model {name!r} is not loaded now; try again later")
-    return error_response(404, f"unknown model {name!r}")
+def _failure(e: InferFailure) -> Response:
+    return error_response(HTTP_STATUS[e.kind], e.message)
 
 
 def _no_such_version(name: str, version: str, active: str) -> Response:
-    return error_response(
-        404, f"model {name!r} has no version {version!r} serving (active: {active})"
-    )
+    return error_response(404, no_such_version(name, version, active).message)
 
 
 def _parse_body(body_bytes: bytes, header_length: str | None) -> tuple[Any, memoryview]:
@@ -81,8 +96,11 @@ class InferenceService:
         self.server_version = server_version
         self.metrics = metrics
         self.access_log = access_log
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-infer")
         self.mirror = Mirror(workers=max(1, workers // 2))
+        self.stats = InferenceStats()
+        self.path = InferencePath(repo, metrics, self.stats, self.mirror, access_log)
         repo.on_revert_served = self._observe_revert
 
     def _observe_revert(self, model: str, seconds: float) -> None:
@@ -95,7 +113,7 @@ class InferenceService:
             {
                 "name": "hotswap",
                 "version": self.server_version,
-                "extensions": ["binary_tensor_data"],
+                "extensions": EXTENSIONS,
             }
         )
 
@@ -104,26 +122,28 @@ class InferenceService:
 
     async def ready(self, _: Request) -> Response:
         ok = self.is_ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        if ok:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False}, status_code=503, headers=RETRY_AFTER)
 
     async def metrics_endpoint(self, _: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def _instance_for(self, name: str, version: str | None) -> Instance | Response:
+    def instance_for(self, name: str, version: str | None) -> Instance | Response:
         """The active instance of `name` (of `version`, if given), or the error response."""
         slot = self.repo.get(name)
         if slot is None:
-            return _no_slot(self.repo, name)
+            return _failure(no_model(self.repo, name))
         inst = slot.active
         if inst is None:
-            return unavailable_response(f"model {name!r} is not ready")
+            return error_response(503, f"model {name!r} is not ready")
         if version is not None and version != inst.version:
             return _no_such_version(name, version, inst.version)
         return inst
 
     async def model_metadata(self, request: Request) -> Response:
         name = request.path_params["model"]
-        inst = self._instance_for(name, request.path_params.get("version"))
+        inst = self.instance_for(name, request.path_params.get("version"))
         if isinstance(inst, Response):
             return inst
         return JSONResponse(
@@ -138,7 +158,7 @@ class InferenceService:
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["model"]
-        inst = self._instance_for(name, request.path_params.get("version"))
+        inst = self.instance_for(name, request.path_params.get("version"))
         if isinstance(inst, Response):
             return inst
         return JSONResponse({"name": name, "ready": True})
@@ -147,9 +167,11 @@ class InferenceService:
         name = request.path_params["model"]
         slot = self.repo.get(name)
         if slot is None:
-            response = _no_slot(self.repo, name)
-            self.metrics.errors.labels(name, _ERROR_KIND.get(response.status_code, "client")).inc()
-            return response
+            missing = no_model(self.repo, name)
+            self.metrics.errors.labels(
+                name, ERROR_KIND.get(HTTP_STATUS[missing.kind], "client")
+            ).inc()
+            return _failure(missing)
         body = await self._read_body(request)
         if isinstance(body, Response):
             self.metrics.errors.labels(name, "client").inc()
@@ -159,10 +181,10 @@ class InferenceService:
             self.run_infer,
             name,
             request.path_params.get("version"),
-            slot,
             body,
             request.headers.get(HEADER_LENGTH),
             request.headers.get("x-request-id"),
+            time.perf_counter(),
         )
 
     async def _read_body(self, request: Request) -> bytes | Response:
@@ -185,79 +207,38 @@ class InferenceService:
 
     # --- on an inference worker thread ------------------------------------------------------
 
+    def execute(
+        self,
+        name: str,
+        version: str | None,
+        request_id: str | None,
+        decode: Callable[[Instance], D],
+        encode: Callable[[Instance, D, Tensors], T],
+        arrived: float,
+    ) -> T:
+        """Any protocol's request, on the path they share (`InferencePath.run`); raises
+        `InferFailure`. HTTP's `run_infer` and gRPC's `ModelInfer` both come here."""
+        return self.path.run(name, version, request_id, decode, encode, arrived)
+
     def run_infer(
         self,
         name: str,
         version: str | None,
-        slot: ModelSlot,
         body_bytes: bytes,
         header_length: str | None,
         request_id: str | None,
+        arrived: float,
     ) -> Response:
-        """One request, entirely on the instance that was active when it started."""
-        start = time.perf_counter()
-        response, served = self._answer(name, version, slot, body_bytes, header_length, request_id)
-        self._account(name, served, response.status_code, time.perf_counter() - start, request_id)
-        return response
+        """One HTTP request, entirely on the instance that was active when it started."""
 
-    def _answer(
-        self,
-        name: str,
-        version: str | None,
-        slot: ModelSlot,
-        body_bytes: bytes,
-        header_length: str | None,
-        request_id: str | None,
-    ) -> tuple[Response, str]:
-        """The response, and the version that served it ("-" if none was reached)."""
-        served = "-"
-        try:
+        def decode(inst: Instance) -> InferRequest:
             body, binary = _parse_body(body_bytes, header_length)
-            with slot.acquire(request_id) as inst:
-                served = inst.version
-                if version is not None and version != inst.version:
-                    return _no_such_version(name, version, inst.version), served
-                req = decode_request(body, inst.session.inputs, inst.session.outputs, binary)
-                outputs = self._run_session(slot, inst, req.feeds)
-                self.mirror.offer(slot, inst, request_id, req.feeds, outputs)
-                return render_response(encode_response(name, inst.version, req, outputs)), served
-        except NotReady:
-            return unavailable_response(f"model {name!r} is not ready"), served
-        except BadRequest as e:
-            return error_response(400, str(e)), served
-        except BackendError as e:
-            return error_response(500, f"inference failed: {e}"), served
+            return decode_request(body, inst.session.inputs, inst.session.outputs, binary)
 
-    def _run_session(
-        self, slot: ModelSlot, inst: Instance, feeds: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Inference alone, timed and counted for the rollout stage in progress (if any): the
-        gates compare versions on what differs between them, not on HTTP and decoding."""
-        started = time.perf_counter()
+        def encode(inst: Instance, req: InferRequest, outputs: Tensors) -> Response:
+            return render_response(encode_response(name, inst.version, req, outputs))
+
         try:
-            outputs = inst.session.infer(feeds)
-        except BackendError:
-            slot.record(inst, False, time.perf_counter() - started)
-            raise
-        if slot.split is not None:
-            slot.record(inst, finite(outputs), time.perf_counter() - started)
-        return outputs
-
-    def _account(
-        self, name: str, served: str, code: int, elapsed: float, request_id: str | None
-    ) -> None:
-        """Request count, latency or error kind, and the access log line."""
-        self.metrics.requests.labels(name, served, str(code)).inc()
-        if code == 200:
-            self.metrics.latency.labels(name, served).observe(elapsed)
-        else:
-            self.metrics.errors.labels(name, _ERROR_KIND.get(code, "client")).inc()
-        if self.access_log:
-            log.info(
-                "infer",
-                model=name,
-                version=served,
-                status=code,
-                ms=round(elapsed * 1000, 3),
-                request_id=request_id,
-            )
+            return self.execute(name, version, request_id, decode, encode, arrived)
+        except InferFailure as e:
+            return _failure(e)

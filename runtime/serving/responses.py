@@ -15,6 +15,9 @@ from starlette.responses import JSONResponse, Response
 from runtime.serving.v2 import EncodedResponse
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# On a 503 (a model not loaded yet, a sequential swap): when to ask again, so clients and load
+# balancers back off for a moment instead of hammering or giving up.
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 class V2JSONResponse(JSONResponse):
@@ -24,18 +27,9 @@ class V2JSONResponse(JSONResponse):
         return json.dumps(content, separators=(",", ":"), allow_nan=True).encode()
 
 
-RETRY_AFTER_S = 5  # what a client waits before asking again for a model that is not loaded now
-
-
 def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-def unavailable_response(message: str) -> JSONResponse:
-    """503 with Retry-After: the model is known, nothing of it can answer right now."""
-    return JSONResponse(
-        {"error": message}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
-    )
+    headers = RETRY_AFTER if status == 503 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def render_response(encoded: EncodedResponse) -> Response:

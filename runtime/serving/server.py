@@ -8,8 +8,10 @@ requests, and decoding, inference and encoding of a request all happen on one wo
 while it holds the instance it started on. Changes to what is served come
 only through desired state, never through this API.
 
-This module only assembles the app: the handlers are `handlers.InferenceService`'s methods,
-the response rendering is in `responses`.
+This module only assembles the app: the handlers are `handlers.InferenceService`'s methods and
+`extensions.TritonExtensions`' (model configuration, statistics, repository index), the response
+rendering is in `responses`. The gRPC server (`runtime.serving.grpc`) serves the same
+`InferenceService`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from runtime.serving.extensions import TritonExtensions
 from runtime.serving.handlers import MAX_BODY_BYTES, InferenceService
 from runtime.serving.metrics import Metrics
 from runtime.serving.responses import HEADER_LENGTH, V2JSONResponse, render_response
@@ -29,8 +32,10 @@ __all__ = [
     "HEADER_LENGTH",
     "MAX_BODY_BYTES",
     "V2JSONResponse",
+    "app_for",
     "create_app",
     "default_workers",
+    "inference_service",
     "render_response",
 ]
 
@@ -51,7 +56,21 @@ def create_app(
     access_log: bool = False,
 ) -> Starlette:
     """The V2 app. `workers` threads run inference (default: one per core, see `default_workers`)."""
-    service = InferenceService(
+    service = inference_service(repo, is_ready, server_version, metrics, workers, access_log)
+    return app_for(service)
+
+
+def inference_service(
+    repo: Repository,
+    is_ready: Callable[[], bool],
+    server_version: str = "0",
+    metrics: Metrics | None = None,
+    workers: int | None = None,
+    access_log: bool = False,
+) -> InferenceService:
+    """What every protocol serves from: the HTTP app (`app_for`) and the gRPC servicer share one,
+    so they share its worker threads, counts and routing."""
+    return InferenceService(
         repo,
         is_ready,
         server_version,
@@ -59,16 +78,28 @@ def create_app(
         workers or default_workers(),
         access_log,
     )
+
+
+def app_for(service: InferenceService) -> Starlette:
+    """The Starlette app over `service`: the V2 routes and Triton's read-only extensions."""
+    triton = TritonExtensions(service)
+    model, version = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
     routes = [
         Route("/v2", service.server_metadata),
         Route("/v2/health/live", service.live),
         Route("/v2/health/ready", service.ready),
-        Route("/v2/models/{model}", service.model_metadata),
-        Route("/v2/models/{model}/ready", service.model_ready),
-        Route("/v2/models/{model}/infer", service.infer, methods=["POST"]),
-        Route("/v2/models/{model}/versions/{version}", service.model_metadata),
-        Route("/v2/models/{model}/versions/{version}/ready", service.model_ready),
-        Route("/v2/models/{model}/versions/{version}/infer", service.infer, methods=["POST"]),
+        Route("/v2/models/stats", triton.stats),  # before {model}: Triton's own ambiguity
+        Route("/v2/repository/index", triton.index, methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", triton.load, methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", triton.unload, methods=["POST"]),
         Route("/metrics", service.metrics_endpoint),
     ]
+    for base in (model, version):
+        routes += [
+            Route(base, service.model_metadata),
+            Route(f"{base}/ready", service.model_ready),
+            Route(f"{base}/infer", service.infer, methods=["POST"]),
+            Route(f"{base}/config", triton.config),
+            Route(f"{base}/stats", triton.stats),
+        ]
     return Starlette(routes=routes)

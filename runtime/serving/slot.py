@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.backends.base import Session
+from runtime.serving.conditions import Conditions
 from runtime.serving.traffic import Split
 
 
@@ -273,6 +274,7 @@ class Repository:
         self._slots: dict[str, ModelSlot] = {}
         self._declared: frozenset[str] = frozenset()
         self.on_revert_served = on_revert_served  # (model, seconds), e.g. a metrics histogram
+        self.conditions = Conditions()  # desired versions not serving, as the control plane says
 
     def declare(self, names: Iterable[str]) -> None:
         """The models the control plane serves or means to serve (replaces the last set)."""

@@ -171,12 +171,8 @@ def _decode_tensor(
         dtype is not None, f"input {name!r}: datatype {spec.datatype} is not supported over JSON"
     )
     assert dtype is not None
-    shape = _checked_shape(tensor, spec)
+    shape = checked_shape(tensor.get("shape"), spec)
     count = math.prod(shape)
-    _expect(
-        count <= MAX_ELEMENTS,
-        f"input {name!r}: {count} elements exceed the limit of {MAX_ELEMENTS}",
-    )
     if raw_bytes is not None:
         _expect("data" not in tensor, f"input {name!r}: give either 'data' or binary_data_size")
         want = count * dtype.itemsize
@@ -195,10 +191,10 @@ def _decode_tensor(
     return array.reshape(shape)
 
 
-def _checked_shape(tensor: dict[str, Any], spec: TensorInfo) -> list[int]:
-    """The tensor's shape, refused unless it fits the model's (rank, fixed dims)."""
+def checked_shape(shape: Any, spec: TensorInfo) -> list[int]:
+    """A tensor's shape, refused unless it fits the model's (rank, fixed dims) and its element
+    count is within MAX_ELEMENTS; gRPC's decoder checks with it too."""
     name = spec.name
-    shape = tensor.get("shape")
     _expect(
         isinstance(shape, list)
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape),
@@ -214,6 +210,11 @@ def _checked_shape(tensor: dict[str, Any], spec: TensorInfo) -> list[int]:
             want < 0 or got == want,
             f"input {name!r}: dim {axis} is {got}, the model needs {want} ({list(spec.shape)})",
         )
+    count = math.prod(shape)
+    _expect(
+        count <= MAX_ELEMENTS,
+        f"input {name!r}: {count} elements exceed the limit of {MAX_ELEMENTS}",
+    )
     return shape
 
 

@@ -58,3 +58,26 @@ def test_an_unreadable_journal_is_refused_with_what_to_do(
     path.write_bytes(b"this is not a SQLite database, it is 48 bytes long")
     assert open_journal(path) is None
     assert f"mv {path} {path}.damaged" in capsys.readouterr().err
+
+
+def test_grpc_listens_beside_http_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    def options(*extra: str) -> cli_run.DaemonOptions:
+        argv = ["run", "--state-dir", str(tmp_path / "state"), *extra]
+        return cli_run.daemon_options(finish_args(build_parser().parse_args(argv)))
+
+    assert options().grpc_listen == ("127.0.0.1", 8001)
+    assert options("--grpc-listen", "0.0.0.0:9101").grpc_listen == ("0.0.0.0", 9101)
+    assert options("--grpc-listen", "none").grpc_listen is None
+    with pytest.raises(argparse.ArgumentTypeError, match="or none"):
+        cli_run.parse_grpc_listen("8001")
+    opened = open_journal(tmp_path / "journal.db")
+    assert opened is not None
+    journal, _ = opened
+    try:
+        on, off = wire(options(), journal), wire(options("--grpc-listen", "none"), journal)
+        assert on.grpc is not None and on.grpc.address == "127.0.0.1:8001"  # not bound yet
+        assert off.grpc is None
+        for daemon in (on, off):
+            daemon.controller.ctx.background.shutdown()
+    finally:
+        journal.close()

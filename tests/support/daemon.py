@@ -34,6 +34,8 @@ class Daemon:
         self.log_path = log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
 
@@ -43,6 +45,8 @@ class Daemon:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
+        self.grpc_port = free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"  # for tritonclient.grpc
         # A crash point is armed only when the test asks for it, never inherited.
         full_env = {k: v for k, v in os.environ.items() if k != "HOTSWAP_CRASHPOINT"}
         full_env.update({"PYTHONPATH": str(REPO), **(env or {})})
@@ -50,6 +54,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "run", "--desired", str(self.desired),
              "--state-dir", str(self.state), "--listen", f"127.0.0.1:{self.port}", "--resync", str(resync),
+             "--grpc-listen", self.grpc_url,
              "--log-json", *(args or [])],
             stdout=log, stderr=log, env=full_env, cwd=self.desired.parent,
         )  # fmt: skip

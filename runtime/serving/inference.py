@@ -1,0 +1,194 @@
+"""One inference request, whatever protocol carried it: the path HTTP and gRPC share.
+
+`InferenceService.execute` (handlers) calls `InferencePath.run` on an inference worker thread
+with two protocol callbacks: `decode` turns the request into feeds for the instance it runs on,
+`encode` turns the outputs into the protocol's answer. Everything between them is here, once:
+taking the instance that is active when the request starts (or the candidate a canary stage
+sends it to) and finishing on it, the version check, inference, the mirror, and the accounting
+(Prometheus metrics, Triton statistics, the access log). Batching, when it comes, goes under
+`_run_session`, so it serves both protocols alike.
+
+A failure leaves as one `InferFailure` whose `kind` each protocol maps to its own code
+(`HTTP_STATUS` here; gRPC's table in `runtime.serving.grpc.servicer`), so the two protocols
+can never disagree on whose mistake a failure was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+import numpy as np
+import structlog
+
+from runtime.backends.base import BackendError
+from runtime.serving.metrics import Metrics
+from runtime.serving.mirror import Mirror, finite
+from runtime.serving.model_config import batch_rows
+from runtime.serving.slot import Instance, ModelSlot, NotReady, Repository
+from runtime.serving.stats import InferenceStats, Timings
+from runtime.serving.v2 import BadRequest
+
+log = structlog.get_logger("hotswap.access")
+
+Tensors = dict[str, np.ndarray]
+Kind = Literal["invalid", "not-found", "unavailable", "backend"]
+# The HTTP status of each kind; the `code` label of the request counter uses it for every
+# protocol, so a dashboard counts client mistakes and outages the same however they came.
+HTTP_STATUS: dict[Kind, int] = {
+    "invalid": 400,
+    "not-found": 404,
+    "unavailable": 503,
+    "backend": 500,
+}
+ERROR_KIND = {503: "unavailable", 500: "backend"}  # metrics' kinds; any other is the client's
+
+
+class InferFailure(Exception):
+    """A request that could not be answered; `kind` says whose problem it is."""
+
+    def __init__(self, kind: Kind, message: str) -> None:
+        super().__init__(message)
+        self.kind: Kind = kind
+        self.message = message
+
+
+class Decoded(Protocol):
+    """What a protocol's decoder gives: at least the feeds for the session."""
+
+    @property
+    def feeds(self) -> Tensors: ...
+
+
+D = TypeVar("D", bound=Decoded)
+T = TypeVar("T")
+
+
+def no_model(repo: Repository, name: str) -> InferFailure:
+    """No slot for `name`: declared by the control plane but nothing loaded now (a store copy
+    being fetched again, say), or a name nobody declared."""
+    if repo.known(name):
+        return InferFailure("unavailable", f"model {name!r} is not loaded now; try again later")
+    return InferFailure("not-found", f"unknown model {name!r}")
+
+
+def no_such_version(name: str, version: str, active: str) -> InferFailure:
+    return InferFailure(
+        "not-found", f"model {name!r} has no version {version!r} serving (active: {active})"
+    )
+
+
+@dataclass
+class _Call:
+    """What one request reached, for its accounting."""
+
+    timings: Timings
+    served: str = "-"  # the version that served it; "-" if none was reached
+    code: int = 200
+    rows: int = 1
+
+
+class InferencePath:
+    def __init__(
+        self,
+        repo: Repository,
+        metrics: Metrics,
+        stats: InferenceStats,
+        mirror: Mirror,
+        access_log: bool,
+    ) -> None:
+        self.repo = repo
+        self.metrics = metrics
+        self.stats = stats
+        self.mirror = mirror
+        self.access_log = access_log
+
+    def run(
+        self,
+        name: str,
+        version: str | None,
+        request_id: str | None,
+        decode: Callable[[Instance], D],
+        encode: Callable[[Instance, D, Tensors], T],
+        arrived: float,
+    ) -> T:
+        """The request's answer, entirely from the instance active when it started.
+        `arrived` (perf_counter) is when the protocol had the request: the wait for a worker
+        thread since then is its queue time."""
+        call = _Call(Timings(queue=time.perf_counter() - arrived))
+        try:
+            slot = self.repo.get(name)
+            if slot is None:
+                raise no_model(self.repo, name)
+            return self._answer(call, slot, version, request_id, decode, encode)
+        except NotReady:
+            call.code = 503
+            raise InferFailure("unavailable", f"model {name!r} is not ready") from None
+        except BadRequest as e:
+            call.code = 400
+            raise InferFailure("invalid", str(e)) from e
+        except InferFailure as e:
+            call.code = HTTP_STATUS[e.kind]
+            raise
+        finally:
+            elapsed = time.perf_counter() - arrived
+            self._account(name, call.served, call.code, elapsed, request_id)
+            if call.served != "-":
+                ok = call.code == 200
+                self.stats.record(name, call.served, ok, call.rows, call.timings, elapsed)
+
+    def _answer(
+        self,
+        call: _Call,
+        slot: ModelSlot,
+        version: str | None,
+        request_id: str | None,
+        decode: Callable[[Instance], D],
+        encode: Callable[[Instance, D, Tensors], T],
+    ) -> T:
+        timings = call.timings
+        with slot.acquire(request_id) as inst:
+            call.served = inst.version
+            if version and version != inst.version:
+                raise no_such_version(slot.name, version, inst.version)
+            decoded = timings.time("compute_input", lambda: decode(inst))
+            call.rows = batch_rows(inst, decoded.feeds)
+            outputs = timings.time(
+                "compute_infer", lambda: self._run_session(slot, inst, decoded.feeds)
+            )
+            self.mirror.offer(slot, inst, request_id, decoded.feeds, outputs)
+            return timings.time("compute_output", lambda: encode(inst, decoded, outputs))
+
+    def _run_session(self, slot: ModelSlot, inst: Instance, feeds: Tensors) -> Tensors:
+        """Inference alone, timed and counted for the rollout stage in progress (if any): the
+        gates compare versions on what differs between them, not on protocols and decoding."""
+        started = time.perf_counter()
+        try:
+            outputs = inst.session.infer(feeds)
+        except BackendError as e:
+            slot.record(inst, False, time.perf_counter() - started)
+            raise InferFailure("backend", f"inference failed: {e}") from e
+        if slot.split is not None:
+            slot.record(inst, finite(outputs), time.perf_counter() - started)
+        return outputs
+
+    def _account(
+        self, name: str, served: str, code: int, elapsed: float, request_id: str | None
+    ) -> None:
+        """Request count, latency or error kind, and the access log line."""
+        self.metrics.requests.labels(name, served, str(code)).inc()
+        if code == 200:
+            self.metrics.latency.labels(name, served).observe(elapsed)
+        else:
+            self.metrics.errors.labels(name, ERROR_KIND.get(code, "client")).inc()
+        if self.access_log:
+            log.info(
+                "infer",
+                model=name,
+                version=served,
+                status=code,
+                ms=round(elapsed * 1000, 3),
+                request_id=request_id,
+            )
