@@ -40,6 +40,7 @@ class DaemonOptions:
     trt_workspace: int | None = None  # TensorRT builder workspace (part of the cache key)
     trt_build_timeout: float | None = None  # seconds before an engine build is killed
     access_log: bool = False
+    strict_readiness: bool = False  # ready only while every desired model serves
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         memory_budget=options.memory_budget,
         metrics=metrics,
         trust_dir=options.trust_dir,
+        strict_readiness=options.strict_readiness,
     )
     app = create_app(
         repo,
