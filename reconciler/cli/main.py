@@ -10,6 +10,7 @@ The console script (`hotswap = "reconciler.cli.main:main"`) and `python -m recon
     rollback | retry         reconciler.cli.operator
     keygen | sign | publish | verify   reconciler.cli.package
     config show              reconciler.cli.config (the config file, environment and flags)
+    validate                 reconciler.cli.validate (desired and config files, for CI)
 
 Exit codes (reconciler.cli.exits): 0 ok, 1 runtime failure, 2 usage or invalid input,
 3 (`plan`) changes pending.
@@ -30,6 +31,7 @@ from reconciler.cli import status as cli_status
 from reconciler.cli.config import layers as cli_config
 from reconciler.cli.config import show as cli_config_show
 from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID
+from reconciler.cli.validate import command as cli_validate
 from reconciler.cli.version import hotswap_version
 
 EPILOG = """\
@@ -38,6 +40,8 @@ examples:
   hotswap plan                 # what the daemon would do now (exit 3 if anything is pending)
   hotswap status               # desired vs served, per model, with the last error
   hotswap journal --verify     # check the journal's hash chain
+  hotswap validate desired/ --format github   # in CI: schema, models, interfaces
+  hotswap config show          # the effective configuration and where each value came from
   hotswap rollback classifier --reason "v2 misbehaves"   # emergency: back to the standby now
   hotswap retry classifier     # try a quarantined (failed) desired version again
   hotswap keygen --out keys/   # a publisher key pair (the .pub goes into a device's trust dir)
@@ -102,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_package.add_commands(sub, common)  # keygen, sign, publish, verify
     cli_operator.add_commands(sub, common)  # rollback, retry
     cli_config_show.add_command(sub, common)  # config show
+    cli_validate.add_command(sub)  # validate (CI on a GitOps repository)
     return parser
 
 

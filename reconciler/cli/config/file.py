@@ -49,26 +49,38 @@ def _is_empty(raw: bytes) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in lines)
 
 
-def read_config_file(path: Path) -> dict[str, FileValue]:
-    """The keys the file sets (by flat name) with their lines; ConfigError when it is invalid."""
-    shown = display_path(path)
-    raw = _raw(path, shown)
+def _parsed(path: Path, shown: str) -> tuple[Any, list[LoadError]]:
+    """The file's mapping (None when empty) and its problems, each naming file and line."""
+    try:
+        raw = _raw(path, shown)
+    except ConfigError as e:
+        return None, [LoadError(shown, e.problems[0])]
     if _is_empty(raw):
-        return {}
+        return None, []
     doc = parse_document(raw, shown)
     if isinstance(doc, LoadError):
-        raise ConfigError([doc.message])
+        return None, [doc]
     if not isinstance(doc.data, dict):
-        kind = type(doc.data).__name__
         line = doc.root.start_mark.line + 1
-        raise ConfigError([load_error(shown, line, None, f"must be a mapping, not {kind}").message])
+        return None, [
+            load_error(shown, line, None, f"must be a mapping, not {type(doc.data).__name__}")
+        ]
     problems = schema_errors(doc, SCHEMA)
+    return doc, [load_error(shown, line, where or None, msg) for line, where, msg in problems]
+
+
+def config_file_errors(path: Path) -> list[LoadError]:
+    """What is wrong with a config file (`hotswap validate` reports these)."""
+    return _parsed(path, display_path(path))[1]
+
+
+def read_config_file(path: Path) -> dict[str, FileValue]:
+    """The keys the file sets (by flat name) with their lines; ConfigError when it is invalid."""
+    doc, problems = _parsed(path, display_path(path))
     if problems:
-        raise ConfigError(
-            [load_error(shown, line, where or None, msg).message for line, where, msg in problems]
-        )
+        raise ConfigError([p.message for p in problems])
     found: dict[str, FileValue] = {}
-    for key in config_keys():
+    for key in config_keys() if doc is not None else ():
         value: Any = doc.data
         for part in key.path:
             value = value.get(part) if isinstance(value, dict) else None
