@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
+from reconciler.cli.config import layers
 from reconciler.cli.config.keys import config_keys, options_by_dest
 from reconciler.cli.config.layers import ConfigError
 from reconciler.cli.main import build_parser, main, parse_args
@@ -66,9 +68,10 @@ def test_errors_name_the_file_line_and_key(tmp_path: Path) -> None:
 
 
 def test_a_missing_default_file_is_no_config_a_missing_named_one_an_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = parse_args(["status"], {})  # /etc/hotswap/config.yaml is not on this machine
+    monkeypatch.setattr(layers, "DEFAULT_PATH", tmp_path / "etc" / "hotswap" / "config.yaml")
+    args = parse_args(["status"], {})
     assert args.state_dir == Path("state") and args.desired == Path("desired")
     assert main(["status", "--config", str(tmp_path / "nothere.yaml")]) == 2
     assert "nothere.yaml: cannot read the config file" in capsys.readouterr().err
@@ -112,11 +115,10 @@ def test_config_show_says_where_each_value_came_from(
 
 def test_every_daemon_option_is_a_config_key() -> None:
     """A new `hotswap run` flag is configurable once schemas/config.v1.json names its dest."""
-    run = next(p for p in options_by_dest(build_parser()).items() if p[0] == "listen")[1][0]
-    assert run.default == ("127.0.0.1", 8000)
-    parser = build_parser()
-    sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices)
-    run_parser = sub.choices["run"]
-    dests = {a.dest for a in run_parser._actions if a.option_strings} - {"help", "config_file"}
+    run = [a for a in options_by_dest(build_parser()).get("listen", [])]
+    assert [a.default for a in run] == [("127.0.0.1", 8000)]  # only `run` listens
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = [a for a in sub.choices["run"]._actions if a.option_strings]
+    dests = {a.dest for a in options} - {"help", "config_file"}
     keys = {k.dest for k in config_keys()}
     assert dests <= keys, f"add these to schemas/config.v1.json: {sorted(dests - keys)}"
