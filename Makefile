@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Two stamps: `make run` installs what running needs, `make test` adds the dev tools on top.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 LISTEN ?= 127.0.0.1:8000
 
-.PHONY: help install models run test test-fast test-services lint fmt bench clean
+.PHONY: help install install-dev models run test test-fast test-services lint fmt bench clean
 
 help:
 	@echo "make run    set up .venv, build the example models, start the daemon on $(LISTEN)"
@@ -15,15 +17,21 @@ help:
 	@echo "make bench  swap under load vs bare ONNX Runtime and restart (bench/README.md)"
 	@echo "make clean  remove .venv, state/ and generated models"
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(DEV_STAMP)
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-models: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+models: $(RUN_STAMP)
 	$(BIN)/python examples/make_models.py
 
 # The device trusts the example publisher's key: on a real device its owner installs the key.
@@ -31,7 +39,7 @@ run: models
 	@mkdir -p state/trust && cp examples/keys/hotswap.pub state/trust/examples.pub
 	$(BIN)/hotswap run --desired desired/ --state-dir state/ --listen $(LISTEN)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -58,10 +66,10 @@ test: lint test-services
 test-fast: lint
 	$(BIN)/pytest -q -m 'not daemon'
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/swap_under_load.py
 
-fmt: $(STAMP)
+fmt: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 

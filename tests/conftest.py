@@ -7,6 +7,7 @@ behind these fixtures live in tests/support/.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ import pytest
 
 from tests.support.daemon import Daemon, trust
 from tests.support.kit import Kit, make_kit
+
+# A machine's own /etc/hotswap/config.yaml must not change what the tests (and the daemons and
+# commands they start) do: an empty HOTSWAP_CONFIG reads no config file.
+os.environ["HOTSWAP_CONFIG"] = ""
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ class DaemonOptions:
     trt_build_timeout: float | None = None  # seconds before an engine build is killed
     access_log: bool = False
     grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
+    strict_readiness: bool = False  # ready only while every desired model serves
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         memory_budget=options.memory_budget,
         metrics=metrics,
         trust_dir=options.trust_dir,
+        strict_readiness=options.strict_readiness,
     )
     service = inference_service(
         repo,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from datetime import datetime, timedelta, timezone
@@ -74,9 +73,7 @@ def add_trust_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-dir",
         type=Path,
-        default=Path(os.environ["HOTSWAP_TRUST_DIR"])
-        if os.environ.get("HOTSWAP_TRUST_DIR")
-        else None,
+        default=None,  # STATE_DIR/trust (finish_args); the config layer reads $HOTSWAP_TRUST_DIR
         metavar="DIR",
         help="device trust policy: trusted *.pub keys and policy.yaml (default: STATE_DIR/trust,"
         " or $HOTSWAP_TRUST_DIR); never read from desired state",

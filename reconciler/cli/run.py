@@ -96,6 +96,12 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         help="JSON logs even on a terminal (the default when not a TTY)",
     )
     cli_package.add_trust_dir_option(run)
+    run.add_argument(
+        "--strict-readiness",
+        action="store_true",
+        help="/v2/health/ready only while every desired model serves (default: while every model"
+        " that has served still serves; a new model that failed leaves the device ready)",
+    )
     run.set_defaults(handler=cmd_run)
 
 
@@ -159,4 +165,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         trt_build_timeout=args.trt_build_timeout,
         access_log=args.access_log,
         grpc_listen=args.grpc_listen,
+        strict_readiness=args.strict_readiness,
     )

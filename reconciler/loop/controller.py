@@ -27,6 +27,7 @@ from reconciler.core.steps import AnyStep
 from reconciler.loop.conditions import publish_conditions
 from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
+from reconciler.loop.readiness import Readiness
 from reconciler.loop.schedule import Schedule
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
@@ -58,6 +59,7 @@ class Controller:
         memory_budget: int | None = None,
         metrics: Metrics | None = None,
         trust_dir: Path | None = None,
+        strict_readiness: bool = False,
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,6 +97,7 @@ class Controller:
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
         self.restored = False
+        self.readiness = Readiness(strict=strict_readiness)
         self.desired: Desired | None = None
         self.planned: Desired | None = None  # desired with the operator's overrides applied
         self._wake = threading.Event()
@@ -127,7 +130,7 @@ class Controller:
             log.warning("recover.removed-temp", path=str(leftover))
         self.refresh_trust()
         if restore:
-            self.executor.restore_all()
+            self.readiness.served_before(self.executor.restore_all())
         self.operator.load(trusted=restore)
         self.restored = True
         self.write_status()
@@ -153,14 +156,16 @@ class Controller:
         self._wake.set()
 
     def ready(self) -> bool:
+        """`/v2/health/ready` (reconciler.loop.readiness says when)."""
         desired = self.desired
         if not self.restored or desired is None:
             return False
-        for name in desired.models:
+
+        def serving(name: str) -> bool:
             slot = self.repo.get(name)
-            if slot is None or slot.active is None:
-                return False
-        return True
+            return slot is not None and slot.active is not None
+
+        return self.readiness.ready(desired.models, serving)
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import getpass
 import json
 import re
 import uuid
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.operator.identity import requesting_user
 from reconciler.state.atomic import TEMP_SUFFIX, atomic_write
 
 DIRNAME = "requests"
@@ -66,13 +66,6 @@ def requests_dir(state_dir: Path) -> Path:
     return state_dir / DIRNAME
 
 
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no $USER (containers)
-        return "unknown"
-
-
 def submit(
     state_dir: Path, action: str, model: str, to: str | None = None, reason: str = ""
 ) -> tuple[Request, Path]:
@@ -83,7 +76,7 @@ def submit(
         model=model,
         to=to,
         reason=reason,
-        user=_current_user(),
+        user=requesting_user(),
         requested_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
     )
     problem = _problem(request.to_json(), request.id)

@@ -46,15 +46,18 @@ _Validator = validators.extend(
 )
 
 
-@functools.lru_cache(maxsize=1)
-def _validator() -> Any:
+def schema_path(name: str = SCHEMA_FILE) -> Path:
+    """Where a schema of schemas/ is: beside the package in a checkout, inside it in a wheel."""
     package = Path(__file__).resolve().parents[1]  # reconciler/
-    # a source checkout keeps schemas/ beside the package; a wheel carries it inside as _schemas
     for folder in (package.parent / "schemas", package / "_schemas"):
-        if (folder / SCHEMA_FILE).is_file():
-            schema = json.loads((folder / SCHEMA_FILE).read_text(encoding="utf-8"))
-            return _Validator(schema)
-    raise FileNotFoundError(f"{SCHEMA_FILE} not found beside the reconciler package")
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{name} not found beside the reconciler package")
+
+
+@functools.lru_cache(maxsize=4)
+def _validator(name: str = SCHEMA_FILE) -> Any:
+    return _Validator(json.loads(schema_path(name).read_text(encoding="utf-8")))
 
 
 def name_ok(name: Any) -> bool:
@@ -95,11 +98,12 @@ def _message(err: ValidationError) -> str:
     return message
 
 
-def schema_errors(doc: Document) -> list[SchemaProblem]:
-    """Every schema violation in `doc` as (line, field, message), sorted by line."""
+def schema_errors(doc: Document, schema: str = SCHEMA_FILE) -> list[SchemaProblem]:
+    """Every violation in `doc` of a schema of schemas/ (default: ModelDeployment) as
+    (line, field, message), sorted by line; the config file is checked by the same code."""
     found: list[SchemaProblem] = []
     done: set[FieldPath] = set()
-    for err in _validator().iter_errors(doc.data):
+    for err in _validator(schema).iter_errors(doc.data):
         path = tuple(err.absolute_path)
         if err.validator == "additionalProperties" and err.schema["additionalProperties"] is False:
             found.extend(_unknown_fields(doc, err, path))
@@ -110,3 +114,13 @@ def schema_errors(doc: Document) -> list[SchemaProblem]:
         else:
             found.append((doc.line_of(path), field_text(path), _message(err)))
     return sorted(found)
+
+
+def schema_document(name: str = SCHEMA_FILE) -> dict[str, Any]:
+    """A schema of schemas/ as data (the config layer reads its keys from it)."""
+    return dict(_validator(name).schema)
+
+
+def value_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Why `value` does not fit `schema` (a part of a schema of schemas/), as messages."""
+    return [_message(err) for err in _Validator(schema).iter_errors(value)]

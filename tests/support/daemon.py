@@ -28,7 +28,13 @@ def free_port() -> int:
 class Daemon:
     """One `hotswap run` process on a free loopback port."""
 
-    def __init__(self, desired: Path, state: Path, log_path: Path) -> None:
+    def __init__(
+        self, desired: Path, state: Path, log_path: Path, hotswap: list[str] | None = None
+    ) -> None:
+        # The command: this checkout's (`python -m reconciler`), or an installed `hotswap`
+        # (then nothing of the checkout is put on its path).
+        self.hotswap = hotswap or [sys.executable, "-m", "reconciler"]
+        self.path_env = {} if hotswap else {"PYTHONPATH": str(REPO)}
         self.desired = desired
         self.state = state
         self.log_path = log_path
@@ -49,10 +55,10 @@ class Daemon:
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"  # for tritonclient.grpc
         # A crash point is armed only when the test asks for it, never inherited.
         full_env = {k: v for k, v in os.environ.items() if k != "HOTSWAP_CRASHPOINT"}
-        full_env.update({"PYTHONPATH": str(REPO), **(env or {})})
+        full_env.update({**self.path_env, **(env or {})})
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "run", "--desired", str(self.desired),
+            [*self.hotswap, "run", "--desired", str(self.desired),
              "--state-dir", str(self.state), "--listen", f"127.0.0.1:{self.port}", "--resync", str(resync),
              "--grpc-listen", self.grpc_url,
              "--log-json", *(args or [])],
@@ -62,8 +68,8 @@ class Daemon:
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "reconciler", *args, "--desired", str(self.desired), "--state-dir", str(self.state)],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=self.desired.parent,
+            [*self.hotswap, *args, "--desired", str(self.desired), "--state-dir", str(self.state)],
+            capture_output=True, text=True, env={**os.environ, **self.path_env}, cwd=self.desired.parent,
             check=check, timeout=60,
         )  # fmt: skip
 

@@ -35,6 +35,17 @@ CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+# Each contents field's own protobuf type: reading the values as it avoids numpy guessing a
+# float64 for large 64-bit integers (which rounds them).
+_FIELD_DTYPE = {
+    "bool_contents": np.bool_,
+    "int_contents": np.int32,
+    "int64_contents": np.int64,
+    "uint_contents": np.uint32,
+    "uint64_contents": np.uint64,
+    "fp32_contents": np.float32,
+    "fp64_contents": np.float64,
+}
 # Parameters this server cannot honour: refused rather than silently ignored.
 _UNSUPPORTED = {
     "shared_memory_region": "shared memory is not supported; send the tensor in the request",
@@ -140,7 +151,7 @@ def _from_contents(
         len(values) == count,
         f"input {name!r}: {len(values)} values given, shape {shape} needs {count}",
     )
-    wide = np.asarray(values, dtype=np.bool_ if dtype.kind == "b" else None)
+    wide = np.asarray(values, dtype=_FIELD_DTYPE[field])
     if dtype.kind in "iu" and wide.size:
         info = np.iinfo(dtype)
         _expect(
