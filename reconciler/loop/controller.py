@@ -31,6 +31,7 @@ from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
+from reconciler.ops.credentials import CredentialsError, load_credentials
 from reconciler.source.load import read_desired
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
@@ -91,6 +92,7 @@ class Controller:
         )
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
+        self._credentials_error: str | None = None
         self.restored = False
         self.desired: Desired | None = None
         self._wake = threading.Event()
@@ -231,6 +233,7 @@ class Controller:
 
     def refresh_trust(self) -> None:
         """Re-read the device trust policy; a broken policy file keeps the last good one."""
+        self._refresh_credentials()
         try:
             self.ctx.policy = load_policy(self.trust_dir)
         except TrustConfigError as e:
@@ -254,6 +257,18 @@ class Controller:
                     note="no model can be verified until a publisher key is installed here",
                 )
         self._trust_error = None
+
+    def _refresh_credentials(self) -> None:
+        """Re-read credentials.yaml; a broken one keeps the last good (its errors name no secret)."""
+        try:
+            self.ctx.credentials = load_credentials(self.trust_dir)
+        except CredentialsError as e:
+            if e.message != self._credentials_error:
+                log.error("credentials.invalid", trust_dir=str(self.trust_dir), error=e.message)
+                self.journal.append("-", Event.TRUST, Phase.FAILED, detail={"message": e.message})
+            self._credentials_error = e.message
+            return
+        self._credentials_error = None
 
     def _report_load_errors(self, errors: tuple[LoadError, ...]) -> None:
         """Journal and log invalid desired files once per distinct error, not on every pass."""
