@@ -32,7 +32,7 @@ from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
 from reconciler.ops.credentials import CredentialsError, load_credentials
-from reconciler.source.load import read_desired
+from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
 from reconciler.state.journal import Journal
@@ -93,6 +93,7 @@ class Controller:
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
         self._credentials_error: str | None = None
+        self.commits = CommitGate(self.trust_dir)  # the trust dir may require signed commits
         self.restored = False
         self.desired: Desired | None = None
         self._wake = threading.Event()
@@ -178,7 +179,7 @@ class Controller:
     def reconcile_once(self) -> list[AnyStep]:
         pass_started = time.monotonic()
         self.refresh_trust()
-        desired = read_desired(self.desired_dir)
+        desired = self.commits.read(self.desired_dir)  # read_desired, or only signed commits
         self.desired = desired
         self._report_load_errors(desired.errors)
         for model in self.operator.take(desired):  # a retry starts over, without backoff
@@ -301,6 +302,7 @@ class Controller:
                     overrides=self.operator.snapshot(),
                     reasons=self.quarantine.snapshot().reasons,
                     passes=self.passes,
+                    desired_commit=self.commits.verdict_json(),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

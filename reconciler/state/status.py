@@ -40,9 +40,12 @@ def write_snapshot(
     overrides: dict[str, Any] | None = None,
     reasons: Mapping[str, str] | None = None,
     passes: int = 0,
+    desired_commit: Mapping[str, Any] | None = None,
 ) -> None:
     """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
-    (what a test or a script waits on instead of sleeping: "three more passes, and nothing")."""
+    (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
+    `desired_commit`: the signed-commit verdict on the desired checkout, when the trust dir
+    asks for one (`reconciler.source.commits`)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -73,6 +76,8 @@ def write_snapshot(
         # backend -> cache identity, as the daemon builds with them (part of every build key)
         "backend_versions": dict(observed.backend_versions),
     }
+    if desired_commit is not None:
+        body["desired_commit"] = dict(desired_commit)
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
 
 
