@@ -5,12 +5,13 @@ commit and the signer) said once. Commits are flipped in by symlink as git-sync 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from reconciler.source.commits import ALLOWED_SIGNERS, CommitGate
+from reconciler.source.commits import ALLOWED_SIGNERS, KEYRINGS, CommitGate
 from tests.support.gitsync import SignedRepo, git_tools_missing
 
 pytestmark = pytest.mark.skipif(git_tools_missing() is not None, reason=str(git_tools_missing()))
@@ -34,8 +35,10 @@ def doc(version: str) -> str:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> SignedRepo:
-    return SignedRepo(tmp_path / "sync")
+def repo(tmp_path: Path) -> Iterator[SignedRepo]:
+    repo = SignedRepo(tmp_path / "sync")
+    yield repo
+    repo.stop_gpg_agents()
 
 
 @pytest.fixture
@@ -102,3 +105,19 @@ def test_without_a_policy_any_checkout_is_read(repo: SignedRepo, tmp_path: Path)
     repo.publish({"classifier.yaml": doc("2")}, signer=None)
     gate = CommitGate(tmp_path / "no-trust")
     assert version(gate.read(repo.link)) == "2" and gate.verdict is None
+
+
+@pytest.mark.skipif(git_tools_missing("gpg", "gpgconf") is not None, reason="no gpg")
+def test_an_openpgp_keyring_allows_only_its_own_keys(repo: SignedRepo, tmp_path: Path) -> None:
+    trust = tmp_path / "gpg-trust"
+    trust.mkdir()
+    (trust / KEYRINGS[1]).write_text(repo.gpg_key("bob"))
+    repo.gpg_key("carol")  # a key with a good signature, not in the device's keyring
+    gate = CommitGate(trust)
+    bob = repo.publish({"classifier.yaml": doc("1")}, signer="bob", gpg=True)
+    assert version(gate.read(repo.link)) == "1" and gate.verdict.commit == bob
+    assert gate.verdict.signer and "bob@example.com" in gate.verdict.signer
+    repo.publish({"classifier.yaml": doc("2")}, signer="carol", gpg=True)
+    assert version(gate.read(repo.link)) == "1" and gate.verdict.reason == "untrusted-signer"
+    repo.publish({"classifier.yaml": doc("3")}, signer="alice")  # SSH: no allowed-signers here
+    assert version(gate.read(repo.link)) == "1" and gate.verdict.reason == "no-policy-for-type"

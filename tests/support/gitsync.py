@@ -19,8 +19,8 @@ from pathlib import Path
 SIGNERS = ("alice", "mallory")
 
 
-def git_tools_missing() -> str | None:
-    for tool in ("git", "ssh-keygen"):
+def git_tools_missing(*more: str) -> str | None:
+    for tool in ("git", "ssh-keygen", *more):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
     return None
@@ -43,6 +43,7 @@ class SignedRepo:
         self.git("config", "user.email", "alice@example.com")
         self.git("config", "gpg.format", "ssh")
         self.published = 0
+        self.gpg_homes: list[Path] = []
 
     def git(self, *args: str, cwd: Path | None = None) -> str:
         out = subprocess.run(
@@ -54,18 +55,52 @@ class SignedRepo:
         key = (self.root / f"{who}.pub").read_text().strip()
         return f"{who}@example.com {key}\n"
 
-    def commit(self, files: dict[str, str], signer: str | None) -> str:
+    def gpg_key(self, who: str) -> str:
+        """An OpenPGP key for `who` in its own GNUPGHOME; returns the armored public key."""
+        home = self.root / f"gnupg-{who}"
+        home.mkdir(mode=0o700)
+        self.gpg_homes.append(home)
+        subprocess.run(
+            ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
+             "--passphrase", "", "--quick-gen-key", f"{who} <{who}@example.com>", "ed25519",
+             "sign", "never"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return subprocess.run(
+            ["gpg", "--homedir", str(home), "--export", "--armor", f"{who}@example.com"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+
+    def stop_gpg_agents(self) -> None:
+        """The agents `gpg` started to sign: stopped through their own homedir."""
+        for home in self.gpg_homes:
+            subprocess.run(
+                ["gpgconf", "--homedir", str(home), "--kill", "all"], check=False,
+                capture_output=True,
+            )  # fmt: skip
+
+    def commit(self, files: dict[str, str], signer: str | None, gpg: bool = False) -> str:
         for name, text in files.items():
             (self.repo / name).write_text(text)
         self.git("add", "-A")
-        sign = ["-c", f"user.signingkey={self.root / signer}", "commit", "-S"] if signer else [
-            "commit"]  # fmt: skip
-        self.git(*sign, "-q", "--allow-empty", "-m", f"desired state {self.published + 1}")
+        message = ["-q", "--allow-empty", "-m", f"desired state {self.published + 1}"]
+        if signer is None:
+            self.git("commit", *message)
+        elif gpg:
+            home = self.root / f"gnupg-{signer}"
+            subprocess.run(
+                ["git", "-c", "gpg.format=openpgp", "-c", f"user.signingkey={signer}@example.com",
+                 "commit", "-S", *message],
+                cwd=self.repo, check=True, capture_output=True,
+                env={**os.environ, "GNUPGHOME": str(home)},
+            )  # fmt: skip
+        else:
+            self.git("-c", f"user.signingkey={self.root / signer}", "commit", "-S", *message)
         return self.git("rev-parse", "HEAD")
 
-    def publish(self, files: dict[str, str], signer: str | None) -> str:
+    def publish(self, files: dict[str, str], signer: str | None, gpg: bool = False) -> str:
         """Commit `files`, check the commit out in a new worktree, flip `desired` to it."""
-        commit = self.commit(files, signer)
+        commit = self.commit(files, signer, gpg)
         self.published += 1
         worktree = self.root / f"rev-{self.published}-{commit[:8]}"
         self.git("worktree", "add", "-q", "--detach", str(worktree), commit)
