@@ -23,6 +23,7 @@ from reconciler.fetch.oci_push import ARTIFACT_TYPE, EMPTY_TYPE, Pushed, push_pa
 from reconciler.state.store import Store
 from tests.support.daemon import free_port
 from tests.support.oci_registry import CutProxy, OciRegistry, registry_available
+from tests.support.token_server import TokenServer
 
 pytestmark = pytest.mark.skipif(registry_available() is not None, reason=str(registry_available()))
 
@@ -198,3 +199,27 @@ def test_a_registry_that_is_down_is_retried_then_transient(tmp_path: Path) -> No
         )
     assert info.value.reason == "fetch-failed" and not info.value.terminal
     assert len(sleeps) == 3 and store.blobs() == frozenset()
+
+
+def test_bearer_token_auth_against_the_registry(tmp_path: Path) -> None:
+    """401 Bearer realm=... -> a token from the realm with the basic login -> the retry."""
+    with (
+        TokenServer(tmp_path / "tokens", "publisher", "token-login-pw") as tokens,
+        OciRegistry(tmp_path / "reg", token=tokens) as registry,
+    ):
+        package = tmp_path / "package"
+        package.mkdir()
+        (package / "model.onnx").write_bytes(MODEL)
+        creds = access(registry.host, "token-login-pw")
+        ref = f"oci://{registry.host}/models/tokened:1"
+        pushed = push_package(package, ref, credentials=creds, allow_http=True, timeout=FAST)
+        assert any("push" in scope for scope in tokens.issued), tokens.issued
+        store = Store(tmp_path / "store")
+        path = fetch(spec_for(pushed.reference), store, allow_http=True, credentials=creds)
+        assert path.read_bytes() == MODEL
+        assert "repository:models/tokened:pull" in tokens.issued
+        with pytest.raises(TransientError) as info:  # a wrong login: the token service says no
+            fetch(spec_for(pushed.reference), Store(tmp_path / "s2"), allow_http=True,
+                  credentials=access(registry.host, "wrong-login"), **NO_SLEEP)  # fmt: skip
+        assert info.value.reason == "auth-failed" and tokens.refused == 1
+        assert "wrong-login" not in str(info.value)

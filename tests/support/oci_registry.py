@@ -69,8 +69,13 @@ def registry_available() -> str | None:
 
 
 class OciRegistry:
-    def __init__(self, root: Path, user: str = USER, password: str = PASSWORD) -> None:
+    """`token`: a TokenServer to trust (bearer token auth) instead of the htpasswd file."""
+
+    def __init__(
+        self, root: Path, user: str = USER, password: str = PASSWORD, token: Any = None
+    ) -> None:
         self.root = root
+        self.token = token
         self.user, self.password = user, password
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -83,11 +88,14 @@ class OciRegistry:
         assert hashed is not None
         (self.root / "htpasswd").write_text(f"{self.user}:{hashed}\n")
         config = self.root / "config.yml"
+        auth = f"{{htpasswd: {{realm: hotswap-test, path: {self.root / 'htpasswd'}}}}}"
+        if self.token is not None:
+            auth = self.token.auth_config()
         config.write_text(
             "version: 0.1\nlog: {level: info, accesslog: {disabled: false}}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}}}\n"
             f"http: {{addr: '{self.host}', secret: hotswap-test}}\n"
-            f"auth: {{htpasswd: {{realm: hotswap-test, path: {self.root / 'htpasswd'}}}}}\n"
+            f"auth: {auth}\n"
         )
         return config
 
