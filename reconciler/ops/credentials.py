@@ -132,9 +132,34 @@ def parse_credentials(raw: bytes, trust_dir: Path, shown: str) -> Credentials:
     return creds
 
 
+def _stamp(path: Path | None, creds: Credentials | None = None) -> tuple[Any, ...]:
+    """What changes when the file or a file it names does (CA bundles, client certificates)."""
+    named = [path] if path is not None else []
+    if creds is not None:
+        named += [Path(p) for p in (creds.ca_bundle,) if p]
+        for h in creds.hosts.values():
+            named += [Path(p) for p in (h.ca_bundle, h.client_cert, h.client_key) if p]
+    stamps: list[tuple[Any, ...]] = []
+    for p in named:
+        try:
+            st = p.stat()
+            stamps.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            stamps.append((str(p), None))
+    return tuple(stamps)
+
+
+# path -> (stamp, credentials): the controller asks on every pass; TLS contexts cost milliseconds
+_LOADED: dict[str, tuple[tuple[Any, ...], Credentials]] = {}
+
+
 def load_credentials(trust_dir: Path) -> Credentials:
     """`<trust_dir>/credentials.yaml`, or no credentials when there is no such file."""
     path = Path(trust_dir) / CREDENTIALS_FILE
+    known = _LOADED.get(str(path))
+    if known is not None and known[0] == _stamp(path, known[1]):
+        return known[1]
+    before = _stamp(path)  # taken before the read: a write during it is seen next pass
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
@@ -144,4 +169,6 @@ def load_credentials(trust_dir: Path) -> Credentials:
         raise CredentialsError(f"{path}: cannot read: {e.strerror or e}") from e
     if len(raw) > MAX_BYTES:
         raise CredentialsError(f"{path}: larger than {MAX_BYTES} bytes")
-    return parse_credentials(raw, Path(trust_dir), str(path))
+    creds = parse_credentials(raw, Path(trust_dir), str(path))
+    _LOADED[str(path)] = (before + _stamp(None, creds), creds)
+    return creds

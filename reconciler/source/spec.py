@@ -51,7 +51,9 @@ def _location(ref: str | None, base_dir: str, path: FieldPath) -> str | None:
             raise Invalid(path, f"URL {ref!r} has no host")
         return ref
     if name != "file":
-        raise Invalid(path, f"unsupported URL scheme {name!r} (use a path, file:// or https://)")
+        raise Invalid(
+            path, f"unsupported URL scheme {name!r} (use a path, file://, https:// or oci://)"
+        )
     host, _, rest = ref[len("file://") :].partition("/")
     if host not in ("", "localhost"):
         raise Invalid(path, f"file URL {ref!r} names a remote host")

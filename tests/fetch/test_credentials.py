@@ -117,3 +117,11 @@ def test_secrets_do_not_show_in_reprs(tmp_path: Path) -> None:
     creds = load_credentials(trust)
     assert TOKEN not in repr(creds) and TOKEN not in str(creds.hosts)
     assert load_credentials(tmp_path / "nothing-here") == Credentials()
+
+
+def test_an_edited_file_is_read_again(tmp_path: Path) -> None:
+    trust = write(tmp_path, "hosts:\n  a.example: {bearer_token: one}\n")
+    first = load_credentials(trust)
+    assert load_credentials(trust) is first  # unchanged: not parsed again on every pass
+    write(tmp_path, "hosts:\n  b.example: {bearer_token: two-two}\n")
+    assert set(load_credentials(trust).hosts) == {"b.example"}
