@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from reconciler.trust.policy import Authorization, TrustPolicy
 
 from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+from reconciler.cli.push import add_push_options, push_to_registry
 
 SERVE_EPILOG = """\
 serving a registry: the directory is plain files, so any static HTTP server will do, e.g.
@@ -152,6 +153,7 @@ def _add_publish(sub: Any) -> None:
         help="devices refuse the package after this: a duration (90m, 12h, 30d, 8w) or a UTC"
         " date/time (2027-01-01, 2027-01-01T12:00:00Z)",
     )
+    add_push_options(pb)  # --to oci://HOST/NAME:TAG, --credentials FILE
     pb.set_defaults(handler=cmd_publish)
 
 
@@ -264,6 +266,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f"      source: <registry URL>/{args.name}/{args.version}/{MODEL_FILE}")
         print(f"      sha256: {model_sha}")
         print(f"      manifest: <registry URL>/{args.name}/{args.version}/{MANIFEST_FILE}")
+        if args.to:
+            push_to_registry(pkg, args.to, args.credentials, args.allow_http)
 
     return _run("publish", body)
 

@@ -57,6 +57,8 @@ def status_report(view: DaemonView, running: bool) -> dict[str, Any]:
         "revision": view.desired.revision,
         "models": [_row(name, served.get(name, {}), view, running) for name in names],
         "errors": [e.to_json() for e in view.desired.errors],
+        # the daemon's verdict on the desired commit, when the trust dir requires signed ones
+        "desired_commit": snapshot.get("desired_commit"),
     }
 
 
@@ -172,6 +174,12 @@ def _print_report(report: dict[str, Any]) -> None:
         _print_details(r)
     for e in report["errors"]:
         print(f"invalid desired state: {e['message']}")
+    commit = report.get("desired_commit")
+    if commit and not commit.get("ok"):
+        print(
+            f"desired commit {commit.get('commit') or '?'} NOT ACTED ON [{commit.get('reason')}]:"
+            f" {commit.get('message')}; signer: {commit.get('signer') or commit.get('key') or '-'}"
+        )
 
 
 def _print_details(r: dict[str, Any]) -> None:

@@ -57,6 +57,12 @@ REASONS: dict[str, Reason] = _table(
     ("source-missing", R, "the registry has no such file (yet)"),
     ("source-unreadable", R, "the source could not be read"),
     ("redirect-refused", R, "the registry redirected to a place not allowed"),
+    ("auth-failed", R, "the registry refused the credentials in credentials.yaml"),
+    (
+        "credentials-unusable",
+        R,
+        "a CA bundle or client certificate in credentials.yaml is unusable",
+    ),
     ("disk-full", R, "no space left for the download or the build"),
     ("backend-unavailable", R, "the backend could not be started on this device"),
     ("cuda-error", R, "a CUDA call failed"),

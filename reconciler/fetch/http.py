@@ -5,8 +5,10 @@ trust policy says `allow_http`). It asks for identity encoding, because the sha2
 as stored, and streams raw chunks so a dropped line loses nothing already received. The status
 codes map onto the reasons in the failure table of `transports`: 5xx, 408, 429 and drops are
 `FetchDropped` (retried), 401/403/404/410 `source-missing`, a redirect that leaves http(s), goes
-from https down to http or to http without the opt-in `redirect-refused`. A 416, or a 206 that
-does not start where the `.part` ends, is asked once more from byte 0.
+from https down to http or to http without the opt-in `redirect-refused`; a 401/403 to a
+request that carried credentials `auth-failed` (one answer, not retried here). A 416, or a 206
+that does not start where the `.part` ends, is asked once more from byte 0. Per-host
+credentials and TLS come from `credentials.Credentials` (`<trust>/credentials.yaml`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import re
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import httpx
 
 from reconciler.core.errors import InvalidInput, TransientError
+from reconciler.fetch.credentials import Credentials, HostAuth
 from reconciler.fetch.stream import Download, FetchDropped
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
@@ -49,22 +53,52 @@ def check_redirect(from_url: str, to_url: str, allow_http: bool) -> None:
 
 
 class HttpFetcher:
-    """httpx over HTTP/1.1: identity encoding (the bytes the sha256 pins), Range for resume."""
+    """httpx over HTTP/1.1: identity encoding (the bytes the sha256 pins), Range for resume.
+
+    One client per host, because TLS settings (a CA bundle, a client certificate) are per
+    client in httpx; each carries that host's `HostAuth` from `credentials`."""
 
     def __init__(
         self,
         allow_http: bool = False,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.allow_http = allow_http
-        self.client = httpx.Client(
-            timeout=timeout,
+        self.timeout = timeout
+        self.transport = transport
+        self.credentials = credentials or Credentials()
+        self._clients: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def client(self, url: str) -> httpx.Client:
+        """The client for `url`'s host (made on first use)."""
+        netloc = urlparse(url).netloc.lower()
+        with self._lock:
+            if netloc not in self._clients:
+                self._clients[netloc] = self._make_client(netloc)
+            return self._clients[netloc]
+
+    def _make_client(self, netloc: str) -> httpx.Client:
+        access = self.credentials.for_host(netloc)
+        return httpx.Client(
+            timeout=self.timeout,
             follow_redirects=True,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
             event_hooks={"response": [self._on_response]},
-            transport=transport,
+            transport=self.transport,
+            verify=self.credentials.ssl_context(netloc),
+            auth=HostAuth(access, self._get_token, self.allow_http),
         )
+
+    def _get_token(
+        self, url: str, query: dict[str, str], headers: dict[str, str]
+    ) -> httpx.Response:
+        try:
+            return self.client(url).get(url, params=query, headers=headers, auth=None)
+        except httpx.TransportError as e:
+            raise FetchDropped(f"token service {url}: {_describe(e)}") from e
 
     def _on_response(self, response: httpx.Response) -> None:
         if response.has_redirect_location:
@@ -72,7 +106,10 @@ class HttpFetcher:
             check_redirect(str(response.url), str(target), self.allow_http)
 
     def close(self) -> None:
-        self.client.close()
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
     def open(self, url: str, offset: int = 0) -> contextlib.AbstractContextManager[Download]:
         return self._open(url, offset)
@@ -85,18 +122,27 @@ class HttpFetcher:
         finally:
             response.close()
 
-    def _send(self, url: str, offset: int) -> httpx.Response:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+    def send(
+        self, request: httpx.Request, *, stream: bool = False, what: str | None = None
+    ) -> httpx.Response:
+        """`request` through its host's client; transport failures as `FetchDropped`."""
+        url = what or str(request.url)
         try:
-            return self.client.send(
-                self.client.build_request("GET", url, headers=headers), stream=True
-            )
+            return self.client(str(request.url)).send(request, stream=stream)
         except httpx.TooManyRedirects as e:
             raise TransientError(f"{url}: too many redirects", reason="fetch-failed") from e
         except httpx.InvalidURL as e:
             raise InvalidInput(f"{url}: invalid URL: {e}", reason="source-invalid") from e
         except httpx.TransportError as e:
             raise FetchDropped(f"{url}: {_describe(e)}") from e
+
+    def _send(self, url: str, offset: int) -> httpx.Response:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            request = self.client(url).build_request("GET", url, headers=headers)
+        except httpx.InvalidURL as e:
+            raise InvalidInput(f"{url}: invalid URL: {e}", reason="source-invalid") from e
+        return self.send(request, stream=True)
 
     def _get(self, url: str, offset: int) -> tuple[httpx.Response, int, int | None]:
         for _ in range(3):  # a 416 or a mismatched 206 is asked once more, from byte 0
@@ -113,13 +159,19 @@ class HttpFetcher:
             if code in (206, 416):  # our .part does not fit what the server has: start over
                 offset = 0
                 continue
-            raise _refusal(response)
+            raise refusal(response)
         raise FetchDropped(f"{url}: the server does not answer Range requests consistently")
 
 
-def _refusal(response: httpx.Response) -> TransientError:
+def refusal(response: httpx.Response) -> TransientError:
     """The error for a status that is neither the bytes nor a Range mismatch."""
     code, where = response.status_code, str(response.url)
+    if code in (401, 403) and "authorization" in response.request.headers:
+        return TransientError(
+            f"{where}: HTTP {code} {response.reason_phrase}: the server refused the credentials"
+            f" for {response.url.netloc.decode()} in credentials.yaml",
+            reason="auth-failed",
+        )
     if code in _MISSING:
         return TransientError(
             f"{where}: HTTP {code} {response.reason_phrase}", reason="source-missing"

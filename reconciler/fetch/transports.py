@@ -3,7 +3,9 @@
 `download.py` (the Fetch step, and the manifest reader) calls `fetch_into_store` / `fetch_bytes`;
 they pick a `Fetcher` (`stream.py`) by scheme: `FileFetcher` (`files.py`) for paths and
 `file://`, `HttpFetcher` (`http.py`, httpx) for `https://` and, only where the device trust
-policy says `allow_http`, `http://`. A fetcher only opens a byte stream at an offset; everything
+policy says `allow_http`, `http://`, and `OciFetcher` (`oci.py`) for `oci://` registries; the
+network ones take the per-host `Credentials` (`credentials.py`). A fetcher only opens a byte
+stream at an offset; everything
 that must hold whatever the transport — running sha256, size cap, resume from
 `store/partial/<hex>.part`, retries with backoff and jitter, atomic rename, progress
 (`progress.py`) — lives once, here, in `fetch_into_store`. Tests swap the transport for a fake
@@ -35,8 +37,11 @@ from urllib.parse import urlparse
 import httpx
 
 from reconciler.core.errors import HotswapError, IntegrityError, InvalidInput, TransientError
+from reconciler.core.ociref import is_oci
+from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.files import FileFetcher, local_path
 from reconciler.fetch.http import DEFAULT_TIMEOUT, HttpFetcher
+from reconciler.fetch.oci import OciFetcher
 from reconciler.fetch.progress import Progress, Throttled
 from reconciler.fetch.stream import FetchDropped, Fetcher
 from reconciler.state.store import Partial, Store
@@ -49,7 +54,7 @@ def check_source(url: str, allow_http: bool) -> None:
     if local_path(url) is not None:
         return
     scheme = urlparse(url).scheme.lower()
-    if scheme == "https" or (scheme == "http" and allow_http):
+    if scheme in ("https", "oci") or (scheme == "http" and allow_http):
         return
     if scheme == "http":
         raise InvalidInput(
@@ -59,17 +64,30 @@ def check_source(url: str, allow_http: bool) -> None:
         )
     raise InvalidInput(
         f"scheme of {url!r} is not supported (use a path relative to the YAML file, an absolute"
-        " path, file:// or https://)",
+        " path, file://, https:// or oci://)",
         reason="source-unsupported",
     )
 
 
-def fetcher_for(url: str, allow_http: bool, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> Fetcher:
+def fetcher_for(
+    url: str,
+    allow_http: bool,
+    timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    credentials: Credentials | None = None,
+) -> Fetcher:
     """The fetcher for `url`'s scheme, after `check_source`."""
     check_source(url, allow_http)
     if local_path(url) is not None:
         return FileFetcher()
-    return HttpFetcher(allow_http=allow_http, timeout=timeout)
+    if is_oci(url):
+        return OciFetcher(allow_http=allow_http, timeout=timeout, credentials=credentials)
+    return HttpFetcher(allow_http=allow_http, timeout=timeout, credentials=credentials)
+
+
+def _close(fetcher: Fetcher | None) -> None:
+    close = getattr(fetcher, "close", None)
+    if close is not None:
+        close()
 
 
 @dataclass
@@ -136,6 +154,7 @@ def fetch_into_store(
     rng: random.Random | None = None,
     fetcher: Fetcher | None = None,
     what: str | None = None,
+    credentials: Credentials | None = None,
 ) -> Path:
     """Download `url` into `store` as the blob `sha256`, resuming any `.part`; return its path.
 
@@ -145,7 +164,7 @@ def fetch_into_store(
     owned = fetcher is None  # ours to close
     try:
         check_source(url, allow_http)
-        fetcher = fetcher or fetcher_for(url, allow_http, timeout)
+        fetcher = fetcher or fetcher_for(url, allow_http, timeout, credentials)
     except HotswapError as e:
         raise type(e)(f"{what}: {e.message}", reason=e.reason) from e
     report = Throttled(progress, clock)
@@ -170,8 +189,8 @@ def fetch_into_store(
         err = _disk_error(e, url, store, report.total)
         raise TransientError(f"{what}: {err.message}", reason=err.reason) from e
     finally:
-        if owned and isinstance(fetcher, HttpFetcher):
-            fetcher.close()
+        if owned:
+            _close(fetcher)
 
 
 def _attempt(
@@ -224,11 +243,12 @@ def fetch_bytes(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     fetcher: Fetcher | None = None,
+    credentials: Credentials | None = None,
 ) -> bytes:
     """A small document (a manifest, its signature) in memory, at most `max_bytes`."""
     check_source(url, allow_http)
     owned = fetcher is None
-    fetcher = fetcher or fetcher_for(url, allow_http, timeout)
+    fetcher = fetcher or fetcher_for(url, allow_http, timeout, credentials)
     retry = _Retry(retries, backoff_s, sleep, rng or random.Random())
 
     def attempt() -> bytes:
@@ -249,5 +269,5 @@ def fetch_bytes(
     except HotswapError as e:
         raise type(e)(f"fetch {url}: {e.message}", reason=e.reason) from e
     finally:
-        if owned and isinstance(fetcher, HttpFetcher):
-            fetcher.close()
+        if owned:
+            _close(fetcher)

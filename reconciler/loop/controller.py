@@ -33,7 +33,8 @@ from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
-from reconciler.source.load import read_desired
+from reconciler.ops.credentials import CredentialsError, load_credentials
+from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
 from reconciler.state.journal import Journal
@@ -96,6 +97,8 @@ class Controller:
         )
         self.trust_dir = trust_dir or state_dir / "trust"
         self._trust_error: str | None = None
+        self._credentials_error: str | None = None
+        self.commits = CommitGate(self.trust_dir)  # the trust dir may require signed commits
         self.restored = False
         self.readiness = Readiness(strict=strict_readiness)
         self.desired: Desired | None = None
@@ -185,7 +188,7 @@ class Controller:
     def reconcile_once(self) -> list[AnyStep]:
         pass_started = time.monotonic()
         self.refresh_trust()
-        desired = read_desired(self.desired_dir)
+        desired = self.commits.read(self.desired_dir)  # read_desired, or only signed commits
         self.desired = desired
         # the server answers 503 (not 404) for these while none of their versions is loaded
         self.repo.declare({*desired.models, *desired.held_models()})
@@ -243,6 +246,7 @@ class Controller:
 
     def refresh_trust(self) -> None:
         """Re-read the device trust policy; a broken policy file keeps the last good one."""
+        self._refresh_credentials()
         try:
             self.ctx.policy = load_policy(self.trust_dir)
         except TrustConfigError as e:
@@ -266,6 +270,18 @@ class Controller:
                     note="no model can be verified until a publisher key is installed here",
                 )
         self._trust_error = None
+
+    def _refresh_credentials(self) -> None:
+        """Re-read credentials.yaml; a broken one keeps the last good (its errors name no secret)."""
+        try:
+            self.ctx.credentials = load_credentials(self.trust_dir)
+        except CredentialsError as e:
+            if e.message != self._credentials_error:
+                log.error("credentials.invalid", trust_dir=str(self.trust_dir), error=e.message)
+                self.journal.append("-", Event.TRUST, Phase.FAILED, detail={"message": e.message})
+            self._credentials_error = e.message
+            return
+        self._credentials_error = None
 
     def _report_load_errors(self, errors: tuple[LoadError, ...]) -> None:
         """Journal and log invalid desired files once per distinct error, not on every pass."""
@@ -300,6 +316,7 @@ class Controller:
                     reasons=self.quarantine.snapshot().reasons,
                     passes=self.passes,
                     store=self.ctx.store_health(),
+                    desired_commit=self.commits.verdict_json(),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -30,6 +30,8 @@ from typing import Any
 from reconciler.core.desired import ModelSpec
 from reconciler.core.observed import Observed
 from reconciler.core.steps import Detail, Wait
+from reconciler.fetch.credentials import Credentials
+from reconciler.fetch.download import fetch_bytes
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -80,7 +82,7 @@ class Operations:
         # hashing, checking, building, warm-up: at nice 10
         self.background = Background()
         self.backends = backends or Backends()
-        self.authorizer = Authorizer(policy)
+        self.authorizer = Authorizer(policy, read_document=self._read_document)
         self.repair = StoreRepair(journal, DamagedFiles(state_dir / "damaged"), on_store_damaged)
         self.prepare = Preparer(
             self.store,
@@ -178,6 +180,18 @@ class Operations:
     @policy.setter
     def policy(self, policy: TrustPolicy) -> None:
         self.authorizer.policy = policy
+
+    @property
+    def credentials(self) -> Credentials:
+        """Per-host secrets and TLS for sources (`<trust>/credentials.yaml`), set by the loop."""
+        return self.prepare.credentials
+
+    @credentials.setter
+    def credentials(self, credentials: Credentials) -> None:
+        self.prepare.credentials = credentials
+
+    def _read_document(self, url: str, *, allow_http: bool = False) -> bytes:
+        return fetch_bytes(url, allow_http=allow_http, credentials=self.prepare.credentials)
 
     def shutdown(self) -> None:
         self.background.shutdown()

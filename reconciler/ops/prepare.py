@@ -22,6 +22,7 @@ from pathlib import Path
 from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import IntegrityError, TransientError
 from reconciler.core.steps import Detail
+from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.download import fetch
 from reconciler.fetch.progress import ProgressBar
 from reconciler.ops.artifacts import ArtifactCache
@@ -59,6 +60,7 @@ class Preparer:
         self._progress: dict[str, tuple[int, int | None]] = {}
         self._on_progress = on_progress
         self._verified: dict[str, VerifiedModel] = {}
+        self.credentials = Credentials()  # <trust>/credentials.yaml, set with the policy
 
     def downloads(self) -> dict[str, tuple[int, int | None]]:
         return dict(self._progress)
@@ -87,7 +89,12 @@ class Preparer:
         cap = min(auth.size, policy.max_model_bytes) if auth.size else policy.max_model_bytes
         try:
             path = fetch(
-                spec, self.store, max_bytes=cap, allow_http=policy.allow_http, progress=progress
+                spec,
+                self.store,
+                max_bytes=cap,
+                allow_http=policy.allow_http,
+                progress=progress,
+                credentials=self.credentials,
             )
         finally:
             self._progress.pop(spec.name, None)

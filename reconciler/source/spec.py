@@ -27,6 +27,7 @@ from reconciler.core.desired import (
     TensorSpec,
 )
 from reconciler.core.names import Strategy
+from reconciler.core.ociref import OciRefError, is_oci, parse_oci
 from reconciler.source.messages import FieldPath
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -50,11 +51,26 @@ def _location(ref: str | None, base_dir: str, path: FieldPath) -> str | None:
             raise Invalid(path, f"URL {ref!r} has no host")
         return ref
     if name != "file":
-        raise Invalid(path, f"unsupported URL scheme {name!r} (use a path, file:// or https://)")
+        raise Invalid(
+            path, f"unsupported URL scheme {name!r} (use a path, file://, https:// or oci://)"
+        )
     host, _, rest = ref[len("file://") :].partition("/")
     if host not in ("", "localhost"):
         raise Invalid(path, f"file URL {ref!r} names a remote host")
     return os.path.normpath(url2pathname("/" + rest))
+
+
+def _source(ref: str, base_dir: str, path: FieldPath) -> str:
+    """`spec.model.source`: a location, or an oci:// reference checked against its grammar."""
+    if not is_oci(ref):
+        return _location(ref, base_dir, path) or ""
+    if "#" in ref:
+        raise Invalid(path, f"{ref!r}: an oci:// source names the package, without #")
+    try:
+        parse_oci(ref)
+    except OciRefError as e:
+        raise Invalid(path, f"{ref!r}: {e}") from e
+    return ref
 
 
 def _shapes(shapes: dict[str, Any]) -> tuple[tuple[str, ShapeRange], ...]:
@@ -149,7 +165,7 @@ def build_spec(data: dict[str, Any], base_dir: str, shown: str) -> ModelSpec:
     return ModelSpec(
         name=data["metadata"]["name"],
         version=str(model["version"]),  # the schema allows an integer; ints are < 2**63
-        source=_location(model["source"], base_dir, at["source"]) or "",
+        source=_source(model["source"], base_dir, at["source"]),
         sha256=model["sha256"],
         backend=runtime.get("backend", "onnxruntime"),
         precision=runtime.get("precision", "fp32"),

@@ -41,11 +41,13 @@ def write_snapshot(
     reasons: Mapping[str, str] | None = None,
     passes: int = 0,
     store: Mapping[str, Any] | None = None,
+    desired_commit: Mapping[str, Any] | None = None,
 ) -> None:
     """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
     (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
     `store`: model -> its damaged store copies found and repairs in progress
-    (reconciler.ops.repair)."""
+    (reconciler.ops.repair); `desired_commit`: the signed-commit verdict on the desired
+    checkout, when the trust dir asks for one (`reconciler.source.commits`)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -78,6 +80,8 @@ def write_snapshot(
         # backend -> cache identity, as the daemon builds with them (part of every build key)
         "backend_versions": dict(observed.backend_versions),
     }
+    if desired_commit is not None:
+        body["desired_commit"] = dict(desired_commit)
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
 
 

@@ -189,6 +189,11 @@ def test_defaults_and_display_relative_to_cwd(tmp_path: Path, monkeypatch) -> No
         ("http://10.0.0.1:8080/m.onnx", "http://10.0.0.1:8080/m.onnx"),
         ("file:///opt/models/my%20model.onnx", "/opt/models/my model.onnx"),
         ("/opt/models/../models/m.onnx", "/opt/models/m.onnx"),
+        (
+            f"oci://registry.example/models/c:5@sha256:{SHA}",
+            f"oci://registry.example/models/c:5@sha256:{SHA}",
+        ),
+        ("oci://127.0.0.1:5000/m:1", "oci://127.0.0.1:5000/m:1"),
     ],
 )
 def test_source_urls_and_absolute_paths(tmp_path: Path, source: str, expected: str) -> None:
@@ -204,6 +209,10 @@ def test_source_urls_and_absolute_paths(tmp_path: Path, source: str, expected: s
         ("s3://bucket/m.onnx", "unsupported URL scheme 's3'"),
         ("https:///m.onnx", "has no host"),
         ("file://server/m.onnx", "names a remote host"),
+        ("oci://registry.example/Models/c:5", "repository name must be lowercase"),
+        ("oci://registry.example/m@sha256:abc", "64 lowercase hex"),
+        ("oci://registry.example/m:1#model.onnx", "without #"),
+        ("oci://registry.example", "want oci://HOST"),
     ],
 )
 def test_unusable_urls(tmp_path: Path, source: str, message: str) -> None:

@@ -151,7 +151,7 @@ def _from_contents(
         len(values) == count,
         f"input {name!r}: {len(values)} values given, shape {shape} needs {count}",
     )
-    wide = np.asarray(values, dtype=_FIELD_DTYPE[field])
+    wide: np.ndarray = np.asarray(values, dtype=_FIELD_DTYPE[field])
     if dtype.kind in "iu" and wide.size:
         info = np.iinfo(dtype)
         _expect(
