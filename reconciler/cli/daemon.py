@@ -40,6 +40,7 @@ class DaemonOptions:
     trt_workspace: int | None = None  # TensorRT builder workspace (part of the cache key)
     trt_build_timeout: float | None = None  # seconds before an engine build is killed
     access_log: bool = False
+    header_timeout_s: float = 10.0  # a request's headers must be complete within this
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
 
     from reconciler.loop.controller import Controller
     from runtime import backends
+    from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import create_app
     from runtime.serving.slot import Repository
@@ -148,6 +150,8 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        http=guarded_h11(options.header_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     return Daemon(controller, uvicorn.Server(config))
 

@@ -69,6 +69,14 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         action="store_true",
         help="log every inference request (model, version, status, latency, request id)",
     )
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request headers are not complete this long after it"
+        " could send them (default: %(default)s)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--log-json",
@@ -139,4 +147,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         trt_workspace=args.trt_workspace,
         trt_build_timeout=args.trt_build_timeout,
         access_log=args.access_log,
+        header_timeout_s=args.header_timeout,
     )

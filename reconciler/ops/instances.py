@@ -88,6 +88,8 @@ class Instances:
             "authorization": self.authorizer.authorize(spec).to_json(),  # cached by verify
             "interface": [t.name for t in verified.inputs + verified.outputs],
             "memory": need,
+            # the data plane bounds request bodies by the largest input the deployment allows
+            "input_max": {name: list(r.max) for name, r in spec.shapes},
         }
         return Instance(spec.name, spec.version, session, meta)
 

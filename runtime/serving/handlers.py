@@ -22,6 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from runtime.backends.base import BackendError
+from runtime.serving import limits as limits_module
+from runtime.serving.body import read_body
+from runtime.serving.limits import RequestLimits, input_limits, too_many_values, widest
 from runtime.serving.metrics import Metrics
 from runtime.serving.mirror import Mirror, finite
 from runtime.serving.responses import HEADER_LENGTH, error_response, render_response
@@ -30,7 +33,8 @@ from runtime.serving.v2 import BadRequest, decode_request, encode_response, spli
 
 log = structlog.get_logger("hotswap.access")
 
-MAX_BODY_BYTES = 256 * 1024 * 1024
+# No body is larger, whatever the model takes (each model's own limit is usually far lower).
+MAX_BODY_BYTES = limits_module.MAX_BODY_BYTES
 
 _ERROR_KIND = {503: "unavailable", 500: "backend"}  # any other failure is the client's
 
@@ -41,9 +45,23 @@ def _no_such_version(name: str, version: str, active: str) -> Response:
     )
 
 
-def _parse_body(body_bytes: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+class TooLarge(Exception):
+    """The request holds more than the model can take: HTTP 413 with this message."""
+
+
+def _parse_body(
+    body_bytes: bytes | bytearray, header_length: str | None, limits: RequestLimits
+) -> tuple[Any, memoryview]:
     """The JSON header of a request (parsed) and its binary tensor data."""
     header, binary = split_body(body_bytes, header_length)
+    if len(header) > limits.json_bytes:
+        raise TooLarge(
+            f"the JSON header of {len(header)} bytes exceeds {limits.json_bytes}, the most the"
+            f" model's inputs need ({limits.describe()})"
+        )
+    problem = too_many_values(header, limits)
+    if problem is not None:
+        raise TooLarge(problem)
     try:
         # orjson: a 224x224 image as JSON parses about 5x faster than with json, and the
         # parse holds the GIL that the other requests' inference threads need.
@@ -137,7 +155,11 @@ class InferenceService:
         if slot is None:
             self.metrics.errors.labels(name, "client").inc()
             return error_response(404, f"unknown model {name!r}")
-        body = await self._read_body(request)
+        limits = self._limits(slot)
+        if limits is None:  # nothing loaded: no body is worth reading
+            self.metrics.errors.labels(name, "unavailable").inc()
+            return error_response(503, f"model {name!r} is not ready")
+        body = await read_body(request, name, limits, MAX_BODY_BYTES)
         if isinstance(body, Response):
             self.metrics.errors.labels(name, "client").inc()
             return body
@@ -150,25 +172,15 @@ class InferenceService:
             body,
             request.headers.get(HEADER_LENGTH),
             request.headers.get("x-request-id"),
+            limits,
         )
 
-    async def _read_body(self, request: Request) -> bytes | Response:
-        """The body, or a 413 response once it is over the limit.
-
-        Read chunk by chunk and stop at the limit: a chunked body (no content-length) or one
-        longer than it claimed is refused without holding more than the limit in memory.
-        """
-        declared = request.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error_response(413, f"request body of {declared} bytes exceeds {MAX_BODY_BYTES}")
-        chunks: list[bytes] = []
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > MAX_BODY_BYTES:
-                return error_response(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    @staticmethod
+    def _limits(slot: ModelSlot) -> RequestLimits | None:
+        """What a request may hold: what the active version (or, during a canary, the
+        candidate a request may land on) can take. None: nothing is loaded."""
+        loaded = [i for i in (slot.active, slot.candidate) if i is not None]
+        return widest(input_limits(i.session.inputs, i.meta) for i in loaded)
 
     # --- on an inference worker thread ------------------------------------------------------
 
@@ -177,13 +189,16 @@ class InferenceService:
         name: str,
         version: str | None,
         slot: ModelSlot,
-        body_bytes: bytes,
+        body_bytes: bytes | bytearray,
         header_length: str | None,
         request_id: str | None,
+        limits: RequestLimits,
     ) -> Response:
         """One request, entirely on the instance that was active when it started."""
         start = time.perf_counter()
-        response, served = self._answer(name, version, slot, body_bytes, header_length, request_id)
+        response, served = self._answer(
+            name, version, slot, (body_bytes, header_length, limits), request_id
+        )
         self._account(name, served, response.status_code, time.perf_counter() - start, request_id)
         return response
 
@@ -192,19 +207,23 @@ class InferenceService:
         name: str,
         version: str | None,
         slot: ModelSlot,
-        body_bytes: bytes,
-        header_length: str | None,
+        raw: tuple[bytes | bytearray, str | None, RequestLimits],
         request_id: str | None,
     ) -> tuple[Response, str]:
-        """The response, and the version that served it ("-" if none was reached)."""
+        """The response, and the version that served it ("-" if none was reached). `raw`: the
+        body, its Inference-Header-Content-Length and the limits it was read under."""
         served = "-"
         try:
-            body, binary = _parse_body(body_bytes, header_length)
+            body, binary = _parse_body(*raw)
             with slot.acquire(request_id) as inst:
                 served = inst.version
                 if version is not None and version != inst.version:
                     return _no_such_version(name, version, inst.version), served
-                req = decode_request(body, inst.session.inputs, inst.session.outputs, binary)
+                largest = {
+                    i.name: i.shape for i in input_limits(inst.session.inputs, inst.meta).inputs
+                }
+                session = inst.session
+                req = decode_request(body, session.inputs, session.outputs, binary, largest)
                 outputs = self._run_session(slot, inst, req.feeds)
                 self.mirror.offer(slot, inst, request_id, req.feeds, outputs)
                 return render_response(encode_response(name, inst.version, req, outputs)), served
@@ -212,6 +231,8 @@ class InferenceService:
             return error_response(503, f"model {name!r} is not ready"), served
         except BadRequest as e:
             return error_response(400, str(e)), served
+        except TooLarge as e:
+            return error_response(413, str(e)), served
         except BackendError as e:
             return error_response(500, f"inference failed: {e}"), served
 
