@@ -157,7 +157,7 @@ class InferenceService:
             return error_response(404, f"unknown model {name!r}")
         limits = self._limits(slot)
         if limits is None:  # nothing loaded: no body is worth reading
-            self.metrics.errors.labels(name, "unavailable").inc()
+            self._account(name, "-", 503, 0.0, request.headers.get("x-request-id"))
             return error_response(503, f"model {name!r} is not ready")
         body = await read_body(request, name, limits, MAX_BODY_BYTES)
         if isinstance(body, Response):
