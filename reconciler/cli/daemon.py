@@ -42,6 +42,7 @@ class DaemonOptions:
     access_log: bool = False
     grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
     strict_readiness: bool = False  # ready only while every desired model serves
+    header_timeout_s: float = 10.0  # a request's headers must be complete within this
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
 
     from reconciler.loop.controller import Controller
     from runtime import backends
+    from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import app_for, inference_service
     from runtime.serving.slot import Repository
@@ -152,6 +154,8 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        http=guarded_h11(options.header_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     return Daemon(controller, uvicorn.Server(config), _grpc_server(service, options.grpc_listen))
 

@@ -88,6 +88,14 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         action="store_true",
         help="log every inference request (model, version, status, latency, request id)",
     )
+    run.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request headers are not complete this long after it"
+        " could send them (default: %(default)s)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--log-json",
@@ -166,4 +174,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         access_log=args.access_log,
         grpc_listen=args.grpc_listen,
         strict_readiness=args.strict_readiness,
+        header_timeout_s=args.header_timeout,
     )

@@ -11,7 +11,9 @@ No I/O, no clock, no randomness: the same inputs always give the same steps, whi
 - desired and proven as the warm standby (same build and digest): swap back, retire;
 - desired and different: the remaining steps of fetch -> verify -> build -> warm -> health-check
   -> [rollout stage 1..n, for canary and shadow] -> swap -> retire, dropping those
-  `done(observed)` already; a stale candidate is reverted first;
+  `done(observed)` already; a stale candidate is reverted first. With nothing serving (a fresh
+  device) there is nothing to compare a canary or shadow with: the stages are skipped and the
+  swap says why (`rollout_skip_reason`), after the health check as always;
 - held (its file is invalid, or a file that failed to load used to define it): nothing;
 - not desired anymore: unload (unless the directory itself could not be read).
 """
@@ -34,6 +36,17 @@ from reconciler.core.steps import (
     Verify,
     Warm,
 )
+
+
+def rollout_skip_reason(spec: ModelSpec, serving: bool) -> str | None:
+    """Why `spec`'s rollout stages are skipped (None: they run). Shared by the planner and the
+    swap itself, so what `hotswap plan` prints is what the journal records."""
+    if serving or not spec.rollout.stages:
+        return None
+    return (
+        f"nothing serves {spec.name} yet, so there is no version to compare a"
+        f" {spec.rollout.strategy} with: v{spec.version} is deployed after its health check"
+    )
 
 
 def plan(desired: Desired, observed: Observed) -> list[AnyStep]:
@@ -100,14 +113,15 @@ def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> l
         # verify and build feed warm: once the candidate is loaded they have nothing left to do
         if not step.done(observed) and not (warmed and isinstance(step, Verify | Build | Fetch))
     ]
+    skipped = rollout_skip_reason(spec, serving=current.active is not None)
     # rollout stages, swap and retire are judged when their turn comes
     pending += [
         stage
-        for i in range(len(spec.rollout.stages))
+        for i in range(0 if skipped else len(spec.rollout.stages))
         if not (stage := Rollout(name, spec, key, i)).done(observed)
     ]
     pending += [
-        Swap(name, spec, key),
+        Swap(name, spec, key, rollout_skipped=skipped),
         Retire(name, retention.keep_standby, retention.keep_versions),
     ]
     return pending

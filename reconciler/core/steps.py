@@ -211,6 +211,7 @@ class Swap:
     model: str
     spec: ModelSpec
     build_key: str
+    rollout_skipped: str | None = None  # why the rollout stages were not run (nothing serving)
 
     def done(self, observed: Observed) -> bool:
         # The version too: the same bytes re-released as a new version build to the same key,
@@ -226,7 +227,12 @@ class Swap:
         return ctx.swap(self.spec)
 
     def __str__(self) -> str:
-        return f"swap {self.model} to v{self.spec.version} ({self.spec.rollout.strategy})"
+        strategy = self.spec.rollout.strategy
+        if self.rollout_skipped:
+            return (
+                f"swap {self.model} to v{self.spec.version} ({strategy} skipped: nothing serving)"
+            )
+        return f"swap {self.model} to v{self.spec.version} ({strategy})"
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ File format (JSON object, unknown fields refused):
      "to": "1" | null, "reason": "...", "user": "alice", "requested_at": "<UTC ISO-8601>"}
 
 A file that is not a valid request is reported (`Malformed`) so the daemon journals it as
-refused and removes it; it never stops the loop. The id is also the file name, so a request the
+refused and removes it; it never stops the loop. Nothing but a regular file of at most
+`MAX_BYTES` is read (reconciler.operator.request_files): a symlink, FIFO, device or directory
+named `<id>.json` is refused unread, with its `kind`. The id is also the file name, so a request the
 daemon journaled but could not remove before a crash is recognised and not applied twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.operator.identity import requesting_user
+from reconciler.operator.request_files import NotARequest, discard, read_bounded
 from reconciler.state.atomic import TEMP_SUFFIX, atomic_write
 
 DIRNAME = "requests"
@@ -60,6 +62,7 @@ class Malformed:
     id: str  # the file's stem
     message: str
     model: str | None = None  # when it could still be read
+    kind: str | None = None  # what the entry is when it was not read: "fifo", "symlink", ...
 
 
 def requests_dir(state_dir: Path) -> Path:
@@ -116,16 +119,14 @@ def _problem(data: Any, stem: str) -> str | None:
     return None
 
 
-def read(path: Path) -> Request | Malformed:
-    """One request file, validated."""
+def read(path: Path) -> Request | Malformed | None:
+    """One request file, validated (None: it is gone)."""
     stem = path.name.removesuffix(".json")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-    except OSError as e:
-        return Malformed(stem, f"cannot read {path.name}: {e.strerror or e}")
-    if len(raw) > MAX_BYTES:
-        return Malformed(stem, f"{path.name} is larger than {MAX_BYTES} bytes")
+    raw = read_bounded(path, MAX_BYTES)
+    if raw is None:
+        return None
+    if isinstance(raw, NotARequest):
+        return Malformed(stem, raw.message, kind=raw.kind)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -150,7 +151,8 @@ def pending(state_dir: Path) -> list[tuple[Path, Request | Malformed]]:
         ]
     except OSError:
         return []
-    found = [(p, read(p)) for p in entries if p.is_file()]
+    # every kind of entry: what is not a regular file is refused and removed, never skipped
+    found = [(p, got) for p in entries if (got := read(p)) is not None]
 
     def order(item: tuple[Path, Request | Malformed]) -> tuple[str, str]:
         req = item[1]
@@ -159,6 +161,6 @@ def pending(state_dir: Path) -> list[tuple[Path, Request | Malformed]]:
     return sorted(found, key=order)
 
 
-def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+def remove(path: Path) -> bool:
+    """Remove a handled entry, whatever it is; False if it could not be removed."""
+    return discard(path)

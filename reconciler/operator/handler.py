@@ -76,7 +76,9 @@ class OperatorRequests:
         retried: list[str] = []
         for path, request in pending(self.state_dir):
             if isinstance(request, Malformed):
-                self._refuse(request.model or "-", request.id, request.message, action="?")
+                if request.id not in self._handled:  # once, even if it cannot be removed
+                    model = request.model or "-"
+                    self._refuse(model, request.id, request.message, "?", file_kind=request.kind)
             elif request.id not in self._handled:
                 try:
                     if request.action == "rollback":
@@ -95,7 +97,8 @@ class OperatorRequests:
                         request=request,
                     )
             self._handled.add(request.id)
-            remove(path)
+            if not remove(path):
+                log.error("request.not-removed", path=str(path))
         return retried
 
     def _refuse(
@@ -105,6 +108,7 @@ class OperatorRequests:
         message: str,
         action: str = "",
         request: Request | None = None,
+        file_kind: str | None = None,
     ) -> None:
         refusal = OverrideRefused(
             action=request.action if request else action,
@@ -113,6 +117,7 @@ class OperatorRequests:
             reason=request.reason if request else None,
             user=request.user if request else None,
             to=request.to if request else None,
+            file_kind=file_kind,
         )
         self.journal.append(model, Event.OVERRIDE, Phase.FAILED, detail=refusal)
         log.error("request.refused", model=model, request=request_id, error=message)

@@ -19,6 +19,7 @@ import structlog
 
 from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import HotswapError, RuntimeFailure
+from reconciler.core.plan import rollout_skip_reason
 from reconciler.core.steps import Detail
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -91,6 +92,8 @@ class Instances:
             "authorization": self.authorizer.authorize(spec).to_json(),  # cached by verify
             "interface": [t.name for t in session.inputs + session.outputs],
             "memory": need,
+            # the data plane bounds request bodies by the largest input the deployment allows
+            "input_max": {name: list(r.max) for name, r in spec.shapes},
         }
         bounds = [r.max[0] for _, r in spec.shapes if r.max]
         if bounds:  # the batch bound Triton's model configuration reports
@@ -139,7 +142,12 @@ class Instances:
             and standby is not None
             and _matches(standby, spec, self.backends.key_for(spec))
         )
-        new = self._promote_standby(spec, slot) if back else self._promote_candidate(spec, slot)
+        skipped = None if back else self._rollout_skipped(spec, slot)
+        new = (
+            self._promote_standby(spec, slot)
+            if back
+            else self._promote_candidate(spec, slot, judge=skipped is None)
+        )
         crashpoint("swap:flipped")
         self.progress.clear(spec.name)
         unavailable = self.memory.end_sequential(spec.name)
@@ -152,7 +160,16 @@ class Instances:
             authorization=new.meta.get("authorization"),
             sequential=unavailable is not None,
             unavailable_ms=unavailable,
+            rollout_skipped=skipped,
         )
+
+    def _rollout_skipped(self, spec: ModelSpec, slot: ModelSlot) -> str | None:
+        """Why the candidate goes in without its rollout stages: nothing serves to compare it with
+        (a fresh device). A sequential swap unloaded the active version on purpose and is no
+        first deploy, though the memory check refuses those for canaries anyway."""
+        if self.memory.in_sequential_swap(spec.name):
+            return None
+        return rollout_skip_reason(spec, serving=slot.active is not None)
 
     def _promote_standby(self, spec: ModelSpec, slot: ModelSlot) -> Instance:
         # Going back to the version kept warm: one pointer change, no load, no warm-up — but
@@ -160,10 +177,10 @@ class Instances:
         self.authorizer.authorize(spec)
         return slot.promote_standby(spec.retention.keep_standby, decided_at=time.perf_counter())
 
-    def _promote_candidate(self, spec: ModelSpec, slot: ModelSlot) -> Instance:
+    def _promote_candidate(self, spec: ModelSpec, slot: ModelSlot, judge: bool) -> Instance:
         cand = slot.candidate
         judged = self.progress.passed(spec.name, cand.meta.get("digest", "")) if cand else 0
-        if judged < len(spec.rollout.stages):
+        if judge and judged < len(spec.rollout.stages):
             # The planner never asks for this; the check makes "never promoted unjudged" a
             # property of the swap itself, not of every path that might reach it.
             raise RuntimeFailure(

@@ -119,7 +119,9 @@ class OverrideCleared(Typed):
 
 @dataclass(frozen=True)
 class OverrideRefused(Typed):
-    """A rollback or cancel (or an unreadable request file: action "?") the daemon refused."""
+    """A rollback or cancel (or an unreadable request file: action "?") the daemon refused.
+    `file_kind`: what the entry was when it was refused unread ("fifo", "symlink", "directory",
+    "device", "socket", "oversized", "unreadable")."""
 
     PHASE = Phase.FAILED.value
     STEPS = _OVERRIDE
@@ -129,11 +131,14 @@ class OverrideRefused(Typed):
     reason: str | None = None
     user: str | None = None
     to: str | None = None
+    file_kind: str | None = None
 
     def to_detail(self) -> dict[str, Any]:
         body: dict[str, Any] = {"action": self.action, "request_id": self.request_id}
         if self.reason is not None or self.user is not None:  # the request could be read
             body.update(reason=self.reason, user=self.user, to=self.to)
+        if self.file_kind is not None:
+            body["file_kind"] = self.file_kind
         return self._detail(message=self.message, **body)
 
     @classmethod
@@ -146,6 +151,7 @@ class OverrideRefused(Typed):
             reason=get(d, "reason", str, None),
             user=get(d, "user", str, None),
             to=get(d, "to", str, None),
+            file_kind=get(d, "file_kind", str, None),
         )
 
 

@@ -127,7 +127,8 @@ class SwapDone(Typed):
     `authorization` is the trust layer's `Authorization.to_json()` as it was when promoted (the
     state layer keeps it, the trust layer reads it): restore seeds it instead of asking the
     registry again. `sequential`: the active version was unloaded first (not enough memory for
-    both), and the model answered nothing for `unavailable_ms`.
+    both), and the model answered nothing for `unavailable_ms`. `rollout_skipped`: why the
+    canary or shadow stages were not run (nothing was serving to compare with).
     """
 
     PHASE = Phase.DONE.value
@@ -139,11 +140,14 @@ class SwapDone(Typed):
     authorization: Mapping[str, Any] | None = None
     sequential: bool = False
     unavailable_ms: float | None = None
+    rollout_skipped: str | None = None
 
     def to_detail(self) -> dict[str, Any]:
-        extra = (
+        extra: dict[str, Any] = (
             {"sequential": True, "unavailable_ms": self.unavailable_ms} if self.sequential else {}
         )
+        if self.rollout_skipped is not None:
+            extra["rollout_skipped"] = self.rollout_skipped
         return self._detail(
             promoted=self.promoted,
             previous=self.previous,
@@ -167,6 +171,7 @@ class SwapDone(Typed):
             authorization=auth if isinstance(auth, Mapping) else None,
             sequential=get(d, "sequential", bool, False),
             unavailable_ms=get(d, "unavailable_ms", (int, float), None),
+            rollout_skipped=get(d, "rollout_skipped", str, None),
         )
 
 

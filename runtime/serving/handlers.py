@@ -23,6 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from runtime.serving import limits as limits_module
+from runtime.serving.body import read_body
 from runtime.serving.inference import (
     ERROR_KIND,
     HTTP_STATUS,
@@ -33,6 +35,7 @@ from runtime.serving.inference import (
     no_model,
     no_such_version,
 )
+from runtime.serving.limits import RequestLimits, input_limits, too_many_values, widest
 from runtime.serving.metrics import Metrics
 from runtime.serving.mirror import Mirror
 from runtime.serving.responses import (
@@ -41,7 +44,7 @@ from runtime.serving.responses import (
     error_response,
     render_response,
 )
-from runtime.serving.slot import Instance, Repository
+from runtime.serving.slot import Instance, ModelSlot, Repository
 from runtime.serving.stats import InferenceStats
 from runtime.serving.v2 import (
     BadRequest,
@@ -51,7 +54,8 @@ from runtime.serving.v2 import (
     split_body,
 )
 
-MAX_BODY_BYTES = 256 * 1024 * 1024
+# No body is larger, whatever the model takes (each model's own limit is usually far lower).
+MAX_BODY_BYTES = limits_module.MAX_BODY_BYTES
 # What server metadata advertises, over HTTP and gRPC (model_repository: the index; load and
 # unload answer with a refusal, see runtime.serving.extensions)
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
@@ -68,9 +72,23 @@ def _no_such_version(name: str, version: str, active: str) -> Response:
     return error_response(404, no_such_version(name, version, active).message)
 
 
-def _parse_body(body_bytes: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+class TooLarge(Exception):
+    """The request holds more than the model can take: HTTP 413 with this message."""
+
+
+def _parse_body(
+    body_bytes: bytes | bytearray, header_length: str | None, limits: RequestLimits
+) -> tuple[Any, memoryview]:
     """The JSON header of a request (parsed) and its binary tensor data."""
     header, binary = split_body(body_bytes, header_length)
+    if len(header) > limits.json_bytes:
+        raise TooLarge(
+            f"the JSON header of {len(header)} bytes exceeds {limits.json_bytes}, the most the"
+            f" model's inputs need ({limits.describe()})"
+        )
+    problem = too_many_values(header, limits)
+    if problem is not None:
+        raise TooLarge(problem)
     try:
         # orjson: a 224x224 image as JSON parses about 5x faster than with json, and the
         # parse holds the GIL that the other requests' inference threads need.
@@ -172,7 +190,11 @@ class InferenceService:
                 name, ERROR_KIND.get(HTTP_STATUS[missing.kind], "client")
             ).inc()
             return _failure(missing)
-        body = await self._read_body(request)
+        limits = self._limits(slot)
+        if limits is None:  # nothing loaded: no body is worth reading
+            self.path.account(name, "-", 503, 0.0, request.headers.get("x-request-id"))
+            return error_response(503, f"model {name!r} is not ready")
+        body = await read_body(request, name, limits, MAX_BODY_BYTES)
         if isinstance(body, Response):
             self.metrics.errors.labels(name, "client").inc()
             return body
@@ -185,25 +207,15 @@ class InferenceService:
             request.headers.get(HEADER_LENGTH),
             request.headers.get("x-request-id"),
             time.perf_counter(),
+            limits,
         )
 
-    async def _read_body(self, request: Request) -> bytes | Response:
-        """The body, or a 413 response once it is over the limit.
-
-        Read chunk by chunk and stop at the limit: a chunked body (no content-length) or one
-        longer than it claimed is refused without holding more than the limit in memory.
-        """
-        declared = request.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error_response(413, f"request body of {declared} bytes exceeds {MAX_BODY_BYTES}")
-        chunks: list[bytes] = []
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > MAX_BODY_BYTES:
-                return error_response(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    @staticmethod
+    def _limits(slot: ModelSlot) -> RequestLimits | None:
+        """What a request may hold: what the active version (or, during a canary, the
+        candidate a request may land on) can take. None: nothing is loaded."""
+        loaded = [i for i in (slot.active, slot.candidate) if i is not None]
+        return widest(input_limits(i.session.inputs, i.meta) for i in loaded)
 
     # --- on an inference worker thread ------------------------------------------------------
 
@@ -224,16 +236,23 @@ class InferenceService:
         self,
         name: str,
         version: str | None,
-        body_bytes: bytes,
+        body_bytes: bytes | bytearray,
         header_length: str | None,
         request_id: str | None,
         arrived: float,
+        limits: RequestLimits,
     ) -> Response:
-        """One HTTP request, entirely on the instance that was active when it started."""
+        """One HTTP request, entirely on the instance that was active when it started, read
+        under `limits` (what the model's inputs can take)."""
 
         def decode(inst: Instance) -> InferRequest:
-            body, binary = _parse_body(body_bytes, header_length)
-            return decode_request(body, inst.session.inputs, inst.session.outputs, binary)
+            try:
+                body, binary = _parse_body(body_bytes, header_length, limits)
+            except TooLarge as e:
+                raise InferFailure("too-large", str(e)) from e
+            largest = {i.name: i.shape for i in input_limits(inst.session.inputs, inst.meta).inputs}
+            session = inst.session
+            return decode_request(body, session.inputs, session.outputs, binary, largest)
 
         def encode(inst: Instance, req: InferRequest, outputs: Tensors) -> Response:
             return render_response(encode_response(name, inst.version, req, outputs))

@@ -34,11 +34,12 @@ from runtime.serving.v2 import BadRequest
 log = structlog.get_logger("hotswap.access")
 
 Tensors = dict[str, np.ndarray]
-Kind = Literal["invalid", "not-found", "unavailable", "backend"]
+Kind = Literal["invalid", "too-large", "not-found", "unavailable", "backend"]
 # The HTTP status of each kind; the `code` label of the request counter uses it for every
 # protocol, so a dashboard counts client mistakes and outages the same however they came.
 HTTP_STATUS: dict[Kind, int] = {
     "invalid": 400,
+    "too-large": 413,
     "not-found": 404,
     "unavailable": 503,
     "backend": 500,
@@ -134,7 +135,7 @@ class InferencePath:
             raise
         finally:
             elapsed = time.perf_counter() - arrived
-            self._account(name, call.served, call.code, elapsed, request_id)
+            self.account(name, call.served, call.code, elapsed, request_id)
             if call.served != "-":
                 ok = call.code == 200
                 self.stats.record(name, call.served, ok, call.rows, call.timings, elapsed)
@@ -174,7 +175,7 @@ class InferencePath:
             slot.record(inst, finite(outputs), time.perf_counter() - started)
         return outputs
 
-    def _account(
+    def account(
         self, name: str, served: str, code: int, elapsed: float, request_id: str | None
     ) -> None:
         """Request count, latency or error kind, and the access log line."""

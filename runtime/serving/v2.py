@@ -14,6 +14,7 @@ tensor, never an error from inside the backend.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,9 @@ def _expect(cond: object, message: str) -> None:
         raise BadRequest(message)
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+def split_body(
+    body: bytes | bytearray, header_length: str | None
+) -> tuple[bytes | bytearray, memoryview]:
     """Separate the JSON header from the binary tensor data that may follow it."""
     if header_length is None:
         return body, memoryview(b"")
@@ -78,12 +81,15 @@ def decode_request(
     inputs: tuple[TensorInfo, ...],
     outputs: tuple[TensorInfo, ...],
     binary: memoryview | bytes = b"",
+    largest: Mapping[str, tuple[int, ...] | None] | None = None,
 ) -> InferRequest:
+    """`largest`: each input's largest shape the deployment allows (`spec.runtime.shapes` max);
+    a request over it is refused, as the backend could not take it."""
     _expect(isinstance(body, dict), "request body must be a JSON object")
     request_params = _parameters(body, "request")
     raw_inputs = body.get("inputs")
     _expect(isinstance(raw_inputs, list) and raw_inputs, "'inputs' must be a non-empty list")
-    feeds = _decode_inputs(raw_inputs, inputs, memoryview(binary))
+    feeds = _decode_inputs(raw_inputs, inputs, memoryview(binary), largest or {})
     binary_default = request_params.get("binary_data_output", False)
     requested, binary_outputs = _decode_outputs(body, outputs, binary_default)
     request_id = body.get("id")
@@ -92,7 +98,10 @@ def decode_request(
 
 
 def _decode_inputs(
-    raw_inputs: list[Any], inputs: tuple[TensorInfo, ...], binary_view: memoryview
+    raw_inputs: list[Any],
+    inputs: tuple[TensorInfo, ...],
+    binary_view: memoryview,
+    largest: Mapping[str, tuple[int, ...] | None],
 ) -> dict[str, np.ndarray]:
     """Every declared input, once each, from JSON data or its slice of the binary data."""
     declared = {t.name: t for t in inputs}
@@ -105,6 +114,7 @@ def _decode_inputs(
         _expect(name in declared, f"unknown input {name!r}; the model takes {sorted(declared)}")
         _expect(name not in feeds, f"input {name!r} given twice")
         size = _parameters(tensor, f"inputs[{i}]").get("binary_data_size")
+        _check_largest(tensor, name, largest.get(name))
         if size is None:
             feeds[name] = _decode_tensor(tensor, declared[name])
             continue
@@ -189,6 +199,20 @@ def _decode_tensor(
         f"input {name!r}: {array.size} values given, shape {shape} needs {count}",
     )
     return array.reshape(shape)
+
+
+def _check_largest(tensor: dict[str, Any], name: str, largest: tuple[int, ...] | None) -> None:
+    """Refuse a shape over the deployment's declared max (checked again in `checked_shape`
+    for type and rank; here only what is comparable)."""
+    shape = tensor.get("shape")
+    if largest is None or not isinstance(shape, list) or len(shape) != len(largest):
+        return
+    for axis, (got, most) in enumerate(zip(shape, largest, strict=True)):
+        _expect(
+            not isinstance(got, int) or got <= most,
+            f"input {name!r}: dim {axis} is {got}, over the largest the model takes"
+            f" {list(largest)} (spec.runtime.shapes max)",
+        )
 
 
 def checked_shape(shape: Any, spec: TensorInfo) -> list[int]:

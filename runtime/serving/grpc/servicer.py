@@ -36,6 +36,7 @@ from runtime.serving.v2 import InferRequest
 pb = service_pb2
 STATUS: dict[Kind, grpc.StatusCode] = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "too-large": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "not-found": grpc.StatusCode.NOT_FOUND,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "backend": grpc.StatusCode.INTERNAL,
