@@ -5,7 +5,7 @@ it too when a promoted blob went missing. This layer knows the desired-state spe
 desired file and field in every message and applies the global size cap; the resume and retry
 loop lives in `transports.py`, the transports beside it (`files.py`, `http.py`). `fetch_bytes`
 reads small documents (a manifest and its signature) under a 1 MiB cap; `manifest_location`
-says where a model's manifest is.
+and `signature_location` say where a model's manifest and its package's `model.sig` are.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from reconciler.fetch.transports import fetch_bytes as _fetch_bytes
 from reconciler.fetch.transports import fetch_into_store
 from reconciler.state.store import Store
 
-__all__ = ["GLOBAL_MAX_BYTES", "fetch", "fetch_bytes", "local_path", "manifest_location"]
+__all__ = [
+    "GLOBAL_MAX_BYTES",
+    "fetch",
+    "fetch_bytes",
+    "local_path",
+    "manifest_location",
+    "signature_location",
+]
 
 # No model file is larger than this, whatever a manifest says (ONNX protobufs stop at 2 GiB;
 # this leaves room for engines and external-data models while bounding a runaway stream).
@@ -70,3 +77,12 @@ def manifest_location(spec: ModelSpec) -> str:
     if "://" in spec.source:
         return urljoin(spec.source, "manifest.json")
     return os.path.join(os.path.dirname(spec.source), "manifest.json")
+
+
+def signature_location(spec: ModelSpec) -> str:
+    """The package's signature bundle: `model.sig` beside its manifest, as `hotswap publish`
+    and `model_signing sign --signature PKG/model.sig` lay it out."""
+    manifest = manifest_location(spec)
+    if "://" in manifest:
+        return urljoin(manifest, "model.sig")
+    return os.path.join(os.path.dirname(manifest), "model.sig")
