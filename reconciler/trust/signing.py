@@ -42,6 +42,7 @@ from reconciler.trust.manifest import (
     SIGNATURE_FILE,
     check_name_version,
     make_manifest,
+    parse_manifest,
 )
 from reconciler.trust.oms import SUPPORTED_CURVES, key_id, unverified_files
 from runtime.fsutil import sha256_file
@@ -129,11 +130,26 @@ def sign_package(
     With `certificate` (the signing certificate, PEM, whose public key is `key`'s) and `chain`
     (intermediates), as `model_signing sign certificate`; otherwise as `model_signing sign key`.
     The bundle is written beside the package first (inside it, it would be hashed) and renamed
-    into place, so `model.sig` appears whole or not at all."""
+    into place, so `model.sig` appears whole or not at all. Stricter than model_signing in one
+    way: the package must hold a manifest.json a device can read (IntegrityError otherwise)."""
+    load_private_key(key)  # a clear error before model_signing's
+    manifest = pkg / MANIFEST_FILE
+    if not manifest.is_file():
+        raise InvalidInput(
+            f"{manifest} does not exist: a package needs one (hotswap publish --no-sign writes it)",
+            reason="source-missing",
+        )
+    parse_manifest(manifest.read_bytes())  # sign only what a device could accept
+    return sign_directory(pkg, key, certificate, chain)
+
+
+def sign_directory(
+    pkg: Path, key: Path, certificate: Path | None = None, chain: Iterable[Path] = ()
+) -> Path:
+    """`sign_package` without hotswap's check of the manifest: model_signing's behaviour alone."""
     import model_signing.hashing
     import model_signing.signing
 
-    load_private_key(key)  # a clear error before model_signing's
     config = model_signing.signing.Config()
     if certificate is None:
         config.use_elliptic_key_signer(private_key=key)

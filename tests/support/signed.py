@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from reconciler.trust.policy import TrustPolicy, load_policy
-from reconciler.trust.signing import public_pem, sign_package
+from reconciler.trust.signing import public_pem, sign_directory
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -43,7 +43,8 @@ def sign_files(
     key: ec.EllipticCurvePrivateKey,
     certificate: bytes | None = None,
 ) -> bytes:
-    """The `model.sig` of a package directory holding exactly `files` (name -> bytes)."""
+    """The `model.sig` of a package directory holding exactly `files` (name -> bytes), signed as
+    model_signing does (no check that the manifest is one a device would read)."""
     with tempfile.TemporaryDirectory() as tmp:
         pkg = Path(tmp) / "pkg"
         pkg.mkdir()
@@ -54,7 +55,7 @@ def sign_files(
         if certificate is not None:
             cert_path = Path(tmp) / "signing.crt"
             cert_path.write_bytes(certificate)
-        return sign_package(pkg, key_path, cert_path).read_bytes()
+        return sign_directory(pkg, key_path, cert_path).read_bytes()
 
 
 def trust_dir(
