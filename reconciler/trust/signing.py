@@ -154,8 +154,15 @@ def sign_directory(
     if certificate is None:
         config.use_elliptic_key_signer(private_key=key)
     else:
+        chain = list(chain)
+        if not chain:  # model_signing cannot sign with an empty chain file list
+            raise InvalidInput(
+                "signing with a certificate needs its chain: pass the issuing CA's certificate"
+                " (and any intermediates) with --certificate-chain",
+                reason="bad-key",
+            )
         config.use_certificate_signer(
-            private_key=key, signing_certificate=certificate, certificate_chain=list(chain)
+            private_key=key, signing_certificate=certificate, certificate_chain=chain
         )
     config.set_hashing_config(
         model_signing.hashing.Config().set_ignored_paths(

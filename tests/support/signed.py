@@ -42,6 +42,7 @@ def sign_files(
     files: Mapping[str, bytes],
     key: ec.EllipticCurvePrivateKey,
     certificate: bytes | None = None,
+    chain: bytes | None = None,
 ) -> bytes:
     """The `model.sig` of a package directory holding exactly `files` (name -> bytes), signed as
     model_signing does (no check that the manifest is one a device would read)."""
@@ -51,11 +52,13 @@ def sign_files(
         for name, data in files.items():
             (pkg / name).write_bytes(data)
         key_path = write_private_key(Path(tmp) / "signing.key", key)
-        cert_path = None
+        cert_path, chain_paths = None, []
         if certificate is not None:
             cert_path = Path(tmp) / "signing.crt"
             cert_path.write_bytes(certificate)
-        return sign_directory(pkg, key_path, cert_path).read_bytes()
+            chain_paths.append(Path(tmp) / "chain.crt")
+            chain_paths[0].write_bytes(chain or certificate)
+        return sign_directory(pkg, key_path, cert_path, chain_paths).read_bytes()
 
 
 def trust_dir(

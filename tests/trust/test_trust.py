@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from reconciler.core.canonical import canonical_bytes
 from reconciler.core.errors import IntegrityError, InvalidInput
 from reconciler.trust.manifest import make_manifest, parse_manifest
-from reconciler.trust.oms import key_hint, key_id
+from reconciler.trust.oms import Identity, key_hint, key_id
 from reconciler.trust.policy import (
     Authorization,
     TrustConfigError,
@@ -33,7 +33,7 @@ from reconciler.trust.policy import (
     load_policy,
 )
 from reconciler.trust.signing import public_pem
-from tests.support.signed import new_key, sign_files, trust_dir, trusting
+from tests.support.signed import make_leaf, make_root, new_key, sign_files, trust_dir, trusting
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 MODELS = {b"model version 1", b"model version 2"}
@@ -131,6 +131,41 @@ def test_a_foreign_signature_under_a_trusted_keys_hint_is_a_bad_signature() -> N
     doc = json.loads(sig)
     doc["verificationMaterial"]["publicKey"]["hint"] = key_hint(PUBLISHER.public_key())
     refused("bad-signature", policy(PUBLISHER), (manifest, json.dumps(doc).encode()))
+
+
+ROOT = make_root()
+LEAF = make_leaf(ROOT, cn="publisher", san="ci@example.com")
+
+
+def _certificate_package() -> tuple[bytes, bytes]:
+    manifest, _ = package()
+    files = {"manifest.json": manifest, "model.onnx": BY_SHA[SHA1]}
+    return manifest, sign_files(files, LEAF.key, LEAF.pem, ROOT.pem)
+
+
+def test_a_certificate_signed_package_needs_a_trusted_root_and_a_matching_identity() -> None:
+    pkg = _certificate_package()
+    auth = check(trusting(roots=[ROOT.pem]), pkg)
+    assert auth.signed and auth.signer == "certificate O=Example,CN=publisher"
+    err = refused("untrusted-key", policy(PUBLISHER), pkg)
+    assert "no trusted root certificate (*.crt) in trust" in str(err)
+    refused("untrusted-key", trusting(roots=[make_root("Other CA").pem]), pkg)
+    pinned = replace(trusting(roots=[ROOT.pem]), certificate_identities=(Identity(san="x@y"),))
+    refused("untrusted-key", pinned, pkg)
+    ok = (Identity(subject="O=Example,CN=publisher", san="ci@example.com"),)
+    assert check(replace(pinned, certificate_identities=ok), pkg).signed
+
+
+def test_a_sigstore_keyless_bundle_is_refused_as_unsupported_not_trusted() -> None:
+    manifest, sig = _certificate_package()
+    doc = json.loads(sig)
+    material = doc["verificationMaterial"]
+    leaf = material.pop("x509CertificateChain")["certificates"][0]
+    material["certificate"] = leaf  # the v0.3 keyless form: one Fulcio certificate
+    err = refused(
+        "unsupported-signature", trusting(roots=[ROOT.pem]), (manifest, json.dumps(doc).encode())
+    )
+    assert "keyless" in str(err)
 
 
 def test_no_trusted_keys_tells_the_operator_what_to_do() -> None:
