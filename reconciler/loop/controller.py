@@ -247,6 +247,8 @@ class Controller:
                     trust_dir=str(self.trust_dir),
                     note="unsigned models will be served",
                 )
+            for why in policy.retired_keys:
+                log.warning("trust.retired-key", trust_dir=str(self.trust_dir), note=why)
             if not policy.keys and policy.roots is None and not policy.allow_unsigned:
                 log.warning(
                     "trust.no-keys",

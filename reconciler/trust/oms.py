@@ -110,6 +110,10 @@ def certificate_sans(cert: x509.Certificate) -> list[str]:
 # --- trust dir material (read by load_policy) ---------------------------------------------------
 
 
+class RetiredKeyFormat(ValueError):
+    """An ed25519 key of hotswap's former package signatures: it can vouch for nothing now."""
+
+
 def load_trusted_key(path: Path) -> TrustedKey:
     """An ECDSA P-256/P-384 public key file; ValueError naming the file otherwise."""
     from model_signing._signing import sign_ec_key
@@ -120,10 +124,10 @@ def load_trusted_key(path: Path) -> TrustedKey:
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise ValueError(f"{path}: not a PEM public key ({e})") from e
     if isinstance(key, Ed25519PublicKey):
-        raise ValueError(
+        raise RetiredKeyFormat(
             f"{path}: an ed25519 key of hotswap's former signature format, which is gone: "
             "packages are signed with OpenSSF model signing now (hotswap keygen makes an "
-            "ECDSA P-256 key pair); remove this file"
+            "ECDSA P-256 key pair); this key is ignored, remove the file"
         )
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in SUPPORTED_CURVES:
         what = getattr(getattr(key, "curve", None), "name", type(key).__name__)

@@ -50,6 +50,7 @@ from reconciler.trust.manifest import (
 )
 from reconciler.trust.oms import (
     Identity,
+    RetiredKeyFormat,
     SignedSet,
     TrustedKey,
     TrustedRoots,
@@ -77,6 +78,7 @@ class TrustPolicy:
     version_scheme: str = DEFAULT_SCHEME
     allowed_domains: tuple[str, ...] = ()
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    retired_keys: tuple[str, ...] = ()  # why each ignored *.pub (the former ed25519 format) is
     source: str = "(built-in defaults)"  # where it was loaded from, for messages
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class TrustPolicy:
             "version_scheme": self.version_scheme,
             "allowed_domains": list(self.allowed_domains),
             "max_model_bytes": self.max_model_bytes,
+            "retired_keys": list(self.retired_keys),
         }
 
 
@@ -263,18 +266,25 @@ def authorize(
 # --- loading (the only I/O) ------------------------------------------------------------------
 
 
-def _load_signers(trust_dir: Path) -> tuple[dict[str, TrustedKey], TrustedRoots | None]:
+def _load_signers(
+    trust_dir: Path,
+) -> tuple[dict[str, TrustedKey], TrustedRoots | None, tuple[str, ...]]:
     keys: dict[str, TrustedKey] = {}
+    retired: list[str] = []
     try:
         for pub in sorted(trust_dir.glob("*.pub")):
-            key = load_trusted_key(pub)
+            try:
+                key = load_trusted_key(pub)
+            except RetiredKeyFormat as e:  # an upgraded device's old key: shown, never trusted
+                retired.append(str(e))
+                continue
             keys[key.hint] = key
         roots = load_trusted_roots(sorted(trust_dir.glob("*.crt")))
     except OSError as e:
         raise TrustConfigError(f"{e.filename}: cannot read: {e.strerror}") from e
     except ValueError as e:
         raise TrustConfigError(str(e)) from e
-    return keys, roots
+    return keys, roots, tuple(retired)
 
 
 def load_policy(trust_dir: Path) -> TrustPolicy:
@@ -289,7 +299,7 @@ def load_policy(trust_dir: Path) -> TrustPolicy:
         return TrustPolicy(source=source)
     if not trust_dir.is_dir():
         raise TrustConfigError(f"{trust_dir}: the trust directory is not a directory")
-    keys, roots = _load_signers(trust_dir)
+    keys, roots, retired = _load_signers(trust_dir)
     values: dict[str, Any] = {}
     policy_path = trust_dir / POLICY_FILE
     if policy_path.exists():
@@ -304,4 +314,4 @@ def load_policy(trust_dir: Path) -> TrustPolicy:
         if doc is not None and not isinstance(doc, dict):
             raise TrustConfigError(f"{policy_path}: must be a mapping of policy keys")
         values = policy_values(policy_path, doc or {})
-    return TrustPolicy(keys=keys, roots=roots, source=source, **values)
+    return TrustPolicy(keys=keys, roots=roots, retired_keys=retired, source=source, **values)

@@ -429,8 +429,11 @@ def test_a_malformed_ed25519_or_p521_pub_file_is_named(tmp_path: Path) -> None:
     assert str(bad) in str(info.value)
     spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     bad.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(*spki))
-    with pytest.raises(TrustConfigError, match="former signature format, which is gone"):
-        load_policy(tmp_path)
+    retired = load_policy(tmp_path)  # an upgraded device's old key: ignored, and said so
+    assert len(retired.keys) == 1 and "former signature format, which is gone" in str(
+        retired.to_json()["retired_keys"]
+    )
+    assert str(bad) in retired.retired_keys[0]
     bad.write_bytes(ec.generate_private_key(ec.SECP521R1()).public_key().public_bytes(*spki))
     with pytest.raises(TrustConfigError, match="ECDSA P-256 or P-384"):
         load_policy(tmp_path)
