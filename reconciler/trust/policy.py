@@ -45,6 +45,7 @@ from reconciler.trust.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     SIGNATURE_FILE,
+    Manifest,
     parse_manifest,
     parse_time,
 )
@@ -204,6 +205,21 @@ def _check_signed_files(signed: SignedSet, files: dict[str, tuple[str, int]]) ->
             )
 
 
+def _check_binding(parsed: Manifest, name: str, version: str, sha256: str) -> None:
+    """The manifest must name what desired state asks for: no relabelling, no mix and match."""
+    if (parsed.name, parsed.version) != (name, version):
+        raise IntegrityError(
+            f"the manifest is for {parsed.name} v{parsed.version}, desired state asks for {name} v{version}",
+            reason="manifest-mismatch",
+        )
+    signed_sha = parsed.files[MODEL_FILE][0]
+    if signed_sha != sha256.lower():
+        raise IntegrityError(
+            f"the manifest of {name} v{version} pins {MODEL_FILE} sha256 {signed_sha}, desired state pins {sha256}",
+            reason="manifest-mismatch",
+        )
+
+
 def authorize(
     policy: TrustPolicy,
     *,
@@ -236,17 +252,7 @@ def authorize(
     parsed = parse_manifest(manifest)
     if signed is not None:
         _check_signed_files(signed, parsed.files)
-    if (parsed.name, parsed.version) != (name, version):
-        raise IntegrityError(
-            f"the manifest is for {parsed.name} v{parsed.version}, desired state asks for {name} v{version}",
-            reason="manifest-mismatch",
-        )
-    signed_sha = parsed.files[MODEL_FILE][0]
-    if signed_sha != sha256.lower():
-        raise IntegrityError(
-            f"the manifest of {name} v{version} pins {MODEL_FILE} sha256 {signed_sha}, desired state pins {sha256}",
-            reason="manifest-mismatch",
-        )
+    _check_binding(parsed, name, version, sha256)
     if parsed.expires is not None and parse_time(parsed.expires) <= now:
         raise IntegrityError(
             f"the manifest of {name} v{version} expired at {parsed.expires}", reason="expired"
