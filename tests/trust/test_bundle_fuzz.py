@@ -59,7 +59,7 @@ def test_the_unmutated_bundle_verifies() -> None:
     assert SIGNED["model.onnx"] == ("sha256", hashlib.sha256(MODEL).hexdigest())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=2048))
 def test_arbitrary_bytes_are_refused_with_a_reason(data: bytes) -> None:
     with pytest.raises(IntegrityError) as info:
@@ -67,7 +67,7 @@ def test_arbitrary_bytes_are_refused_with_a_reason(data: bytes) -> None:
     assert info.value.reason in REASONS and "model.sig" in str(info.value)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(json_values)
 def test_arbitrary_json_is_refused_with_a_reason(doc: Any) -> None:
     with pytest.raises(IntegrityError) as info:
@@ -75,7 +75,7 @@ def test_arbitrary_json_is_refused_with_a_reason(doc: Any) -> None:
     assert info.value.reason in REASONS
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(path=st.sampled_from(PATHS), value=json_values, delete=st.booleans())
 def test_a_mutated_bundle_is_refused_or_means_the_same(
     path: tuple, value: Any, delete: bool
