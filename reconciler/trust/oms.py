@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from reconciler.core.errors import IntegrityError
 
 SUPPORTED_CURVES = ("secp256r1", "secp384r1")
+_STORE_LOCK = threading.Lock()
 
 
 def key_hint(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -293,7 +295,8 @@ def _verify_with_certificate(
     from OpenSSL.crypto import X509StoreContextError
 
     try:
-        manifest = roots.verifier.verify(signature)
+        with _STORE_LOCK:  # the verifier sets its shared store's clock for each bundle
+            manifest = roots.verifier.verify(signature)
     except X509StoreContextError as e:
         raise IntegrityError(
             f"the certificate {subject!r} does not chain to a root trusted in {where}: {e}",
