@@ -44,7 +44,7 @@ The pair is an ECDSA P-256 key (PKCS8 PEM) as openssl makes it; model_signing si
 SIGN_EPILOG = """\
 examples:
   hotswap sign registry/classifier/3 --key keys/hotswap.key
-  # the same as: model_signing sign key registry/classifier/3 \
+  # the same as: model_signing sign key registry/classifier/3 \\
   #     --private_key keys/hotswap.key --signature registry/classifier/3/model.sig
   hotswap sign registry/classifier/3 --key ci.key --certificate ci.crt --certificate-chain ca.crt
 
@@ -139,7 +139,8 @@ def _add_certificate_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PEM",
-        help="intermediate certificates carried in the bundle (repeatable)",
+        help="the issuing CA certificate and any intermediates, carried in the bundle (needed"
+        " with --certificate; repeatable)",
     )
 
 
