@@ -17,8 +17,10 @@ YAMLs stay valid when the script is rerun.
 
     python examples/make_models.py [--out examples/registry] [--desired desired] [--force]
 
-Each version is published as a signed package (model.onnx, manifest.json, manifest.json.sig)
-with the example publisher key in examples/keys/ (made on first run, never committed).
+Each version is published as a package signed with OpenSSF model signing (model.onnx,
+golden.npz, manifest.json and model.sig over all of them; `model_signing verify key` checks it
+too) with the example publisher's ECDSA key in examples/keys/ (made on first run, never
+committed).
 """
 
 from __future__ import annotations
@@ -374,9 +376,21 @@ def _show(path: Path, data: bytes, note: str) -> None:
 
 
 def signing_key(key: Path) -> Path:
-    """The publisher's key: made on first use (a real registry's key lives off the device)."""
-    from reconciler.trust.signing import generate_keypair
+    """The publisher's key: made on first use (a real registry's key lives off the device).
 
+    A key of hotswap's former ed25519 format is moved aside and replaced: packages are signed
+    with ECDSA keys now."""
+    from reconciler.core.errors import InvalidInput
+    from reconciler.trust.signing import generate_keypair, load_private_key
+
+    if key.exists():
+        try:
+            load_private_key(key)
+        except InvalidInput as e:
+            print(f"replacing the example key: {e}")
+            for old in (key, key.with_suffix(".pub")):
+                if old.exists():
+                    old.rename(old.with_name(old.name + ".old"))
     if not key.exists():
         _, pub, keyid = generate_keypair(key.parent)
         print(f"new signing key {keyid}: {key} (public half: {pub})")
@@ -417,6 +431,7 @@ def build(
         for path, blob in ((vdir / "model.onnx", data), (vdir / "golden.npz", golden)):
             _show(path, blob, "wrote" if write_atomic(path, blob) else "unchanged")
         models[version] = vdir / "model.onnx"
+        (vdir / "manifest.json.sig").unlink(missing_ok=True)  # the former format's signature
         # Signed even when bad: a signature says who published it, not that it works.
         publish(models[version], NAME, version, key, out)
         pins[version] = (models[version], vdir / "golden.npz", hashlib.sha256(data).hexdigest())

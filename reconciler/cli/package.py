@@ -1,5 +1,9 @@
 """`hotswap keygen | sign | publish | verify`: make and check signed model packages.
 
+A package is a directory signed as a whole with OpenSSF model signing (`model.sig`, a Sigstore
+bundle): these commands make and check exactly what `model_signing sign key|certificate` and
+`model_signing verify key|certificate` do, so either tool can sign and either can check.
+
 Registered into the main parser by `reconciler.cli.main` (`add_commands`); each subcommand carries its
 handler as `args.handler`. Heavy imports (cryptography, onnx) happen inside the handlers so the
 other commands start fast. Exit codes as everywhere: 0 ok, 1 does not verify / failed,
@@ -14,11 +18,7 @@ import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from reconciler.trust.manifest import Manifest
-    from reconciler.trust.policy import Authorization, TrustPolicy
+from typing import Any
 
 from reconciler.cli.exits import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
 from reconciler.cli.push import add_push_options, push_to_registry
@@ -28,6 +28,7 @@ serving a registry: the directory is plain files, so any static HTTP server will
   python -m http.server --directory REGISTRY 8080
 or an nginx `location` block pointing at it (see README). Desired state then names
   source: https://HOST/NAME/VERSION/model.onnx  and  manifest: https://HOST/NAME/VERSION/manifest.json
+(the device reads model.sig beside the manifest).
 """
 
 KEYGEN_EPILOG = """\
@@ -35,14 +36,21 @@ example:
   hotswap keygen --out keys/
   # keep keys/hotswap.key secret (on the publishing machine only); on every device:
   cp keys/hotswap.pub state/trust/
+
+The pair is an ECDSA P-256 key (PKCS8 PEM) as openssl makes it; model_signing signs with it:
+  model_signing sign key PKG --private_key keys/hotswap.key --signature PKG/model.sig
 """
 
 SIGN_EPILOG = """\
 examples:
-  hotswap sign registry/classifier/3/manifest.json --key keys/hotswap.key
-  # key rollover: add the new key's signature beside the old one, ship the new hotswap.pub
-  # to the devices, then stop signing with the old key
-  hotswap sign registry/classifier/3/manifest.json --key newkeys/hotswap.key
+  hotswap sign registry/classifier/3 --key keys/hotswap.key
+  # the same as: model_signing sign key registry/classifier/3 \\
+  #     --private_key keys/hotswap.key --signature registry/classifier/3/model.sig
+  hotswap sign registry/classifier/3 --key ci.key --certificate ci.crt --certificate-chain ca.crt
+
+Replaces PKG/model.sig (a bundle carries one signature). Key rotation: install the new
+hotswap.pub on the devices beside the old one, re-sign the packages still deployed with the new
+key, then remove the old hotswap.pub from the devices.
 """
 
 PUBLISH_EPILOG = (
@@ -52,8 +60,10 @@ examples:
   hotswap publish model.onnx --name classifier --version 3 --key keys/hotswap.key \\
       --out registry/ --expires 90d           # or an absolute date: --expires 2027-01-01
 
-writes registry/classifier/3/{model.onnx, manifest.json, manifest.json.sig}. A published
-version is immutable: publishing other bytes under it is refused, the same bytes are a no-op.
+writes registry/classifier/3/{model.onnx, manifest.json, model.sig}; other files already in
+that directory (golden.npz, a README) are signed with them. A published version is immutable:
+publishing other bytes under it is refused, the same bytes are a no-op. With --no-sign, stop
+before model.sig and sign with `model_signing sign` (an HSM, a CI identity) instead.
 
 """
     + SERVE_EPILOG
@@ -64,9 +74,10 @@ examples:
   hotswap verify registry/classifier/3                 # a package directory
   hotswap verify registry/classifier/3/manifest.json --trust-dir /etc/hotswap/trust
 
-Checks the signature against the trusted keys (default: STATE_DIR/trust, or $HOTSWAP_TRUST_DIR),
-the sha256 and size of every file the manifest lists, and the expiry, exactly as the daemon
-would. Exit 0 verified, 1 does not verify, 2 usage or missing files.
+Checks model.sig against the trusted keys and roots (default: STATE_DIR/trust, or
+$HOTSWAP_TRUST_DIR) and every file of the directory against it, as `model_signing verify` does,
+then the manifest's name, version, expiry and min_version, as the daemon does.
+Exit 0 verified, 1 does not verify, 2 usage or missing files.
 """
 
 
@@ -76,8 +87,8 @@ def add_trust_dir_option(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,  # STATE_DIR/trust (finish_args); the config layer reads $HOTSWAP_TRUST_DIR
         metavar="DIR",
-        help="device trust policy: trusted *.pub keys and policy.yaml (default: STATE_DIR/trust,"
-        " or $HOTSWAP_TRUST_DIR); never read from desired state",
+        help="device trust policy: trusted *.pub keys, *.crt roots and policy.yaml (default:"
+        " STATE_DIR/trust, or $HOTSWAP_TRUST_DIR); never read from desired state",
     )
 
 
@@ -102,29 +113,47 @@ _RAW = argparse.RawDescriptionHelpFormatter
 def _add_keygen(sub: Any) -> None:
     kg = sub.add_parser(
         "keygen",
-        help="make an ed25519 signing key pair for publishing models",
+        help="make an ECDSA signing key pair for publishing models",
         description="Write hotswap.key (private, PKCS8 PEM, mode 0600) and hotswap.pub into DIR."
         " Never overwrites an existing key.",
         epilog=KEYGEN_EPILOG,
         formatter_class=_RAW,
     )
     kg.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write them")
+    kg.add_argument("--curve", choices=("p256", "p384"), default="p256", help="default: p256")
     kg.set_defaults(handler=cmd_keygen)
+
+
+def _add_certificate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="CERT",
+        help="sign as `model_signing sign certificate`: the signing certificate (PEM) of KEY",
+    )
+    parser.add_argument(
+        "--certificate-chain",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="the issuing CA certificate and any intermediates, carried in the bundle (needed"
+        " with --certificate; repeatable)",
+    )
 
 
 def _add_sign(sub: Any) -> None:
     sg = sub.add_parser(
         "sign",
-        help="sign a manifest.json (adds a signature when MANIFEST.sig exists)",
-        description="Sign the exact bytes of a manifest; writes MANIFEST.sig, or adds this key's"
-        " signature to it (a rollover carries two).",
+        help="sign a package directory (writes PKG/model.sig)",
+        description="Sign every file of a package directory with OpenSSF model signing, exactly"
+        " as `model_signing sign key` (or `sign certificate`) does; replaces PKG/model.sig.",
         epilog=SIGN_EPILOG,
         formatter_class=_RAW,
     )
-    sg.add_argument("manifest", type=Path, metavar="MANIFEST")
-    sg.add_argument(
-        "--key", type=Path, required=True, metavar="KEY", help="hotswap.key to sign with"
-    )
+    sg.add_argument("package", type=Path, metavar="PKG")
+    sg.add_argument("--key", type=Path, required=True, metavar="KEY", help="private key (PEM)")
+    _add_certificate_options(sg)
     sg.set_defaults(handler=cmd_sign)
 
 
@@ -132,18 +161,23 @@ def _add_publish(sub: Any) -> None:
     pb = sub.add_parser(
         "publish",
         help="package and sign a model into a registry directory",
-        description="Copy MODEL into REGISTRY/NAME/VERSION/model.onnx with a signed manifest"
-        " (name, version, sha256 and size, the interface read from the ONNX graph, created time,"
-        " optional expiry).",
+        description="Copy MODEL into REGISTRY/NAME/VERSION/model.onnx with a manifest (name,"
+        " version, sha256 and size, the interface read from the ONNX graph, created time,"
+        " optional expiry) and sign the directory with OpenSSF model signing (model.sig).",
         epilog=PUBLISH_EPILOG,
         formatter_class=_RAW,
     )
     pb.add_argument("model", type=Path, metavar="MODEL.onnx")
     pb.add_argument("--name", required=True, help="model name (as metadata.name in desired state)")
     pb.add_argument("--version", required=True, help="version label (as spec.model.version)")
-    pb.add_argument(
-        "--key", type=Path, required=True, metavar="KEY", help="hotswap.key to sign with"
+    how = pb.add_mutually_exclusive_group(required=True)
+    how.add_argument("--key", type=Path, metavar="KEY", help="private key (PEM) to sign with")
+    how.add_argument(
+        "--no-sign",
+        action="store_true",
+        help="write the package without model.sig, to be signed by `model_signing sign`",
     )
+    _add_certificate_options(pb)
     pb.add_argument(
         "--out", type=Path, required=True, metavar="REGISTRY", help="registry directory"
     )
@@ -162,7 +196,8 @@ def _add_verify(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         "verify",
         parents=[common_parent],
         help="check a signed package against this device's trust policy",
-        description="Verify a package directory (REGISTRY/NAME/VERSION) or its manifest.json.",
+        description="Verify a package directory (REGISTRY/NAME/VERSION), or its manifest.json"
+        " or model.sig.",
         epilog=VERIFY_EPILOG,
         formatter_class=_RAW,
     )
@@ -215,7 +250,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     def body() -> None:
         from reconciler.trust.signing import generate_keypair
 
-        key, pub, kid = generate_keypair(args.out)
+        key, pub, kid = generate_keypair(args.out, args.curve)
         print(f"wrote {key} (private: keep it secret, mode 0600)")
         print(f"wrote {pub} (key id {kid})")
         print(f"trust it on a device: copy {pub.name} into STATE_DIR/trust/ (or --trust-dir)")
@@ -226,99 +261,65 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     def body() -> None:
         from reconciler.core.errors import InvalidInput
-        from reconciler.trust.signing import sign_manifest_file
+        from reconciler.trust.oms import key_id
+        from reconciler.trust.signing import load_private_key, sign_package
 
-        if not args.manifest.is_file():
-            raise InvalidInput(f"{args.manifest} does not exist", reason="source-missing")
-        sig, kid = sign_manifest_file(args.manifest, args.key)
-        print(f"signed {args.manifest} with key {kid}: {sig}")
+        if not args.package.is_dir():
+            raise InvalidInput(f"{args.package} is not a package directory", "source-missing")
+        sig = sign_package(args.package, args.key, args.certificate, args.certificate_chain)
+        kid = key_id(load_private_key(args.key).public_key())
+        print(f"signed {args.package} with key {kid}: {sig}")
 
     return _run("sign", body)
 
 
+def _print_desired(name: str, version: str, model_sha: str) -> None:
+    from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE
+
+    print("desired state:")
+    print("  spec:\n    model:")
+    print(f'      version: "{version}"')
+    print(f"      source: <registry URL>/{name}/{version}/{MODEL_FILE}")
+    print(f"      sha256: {model_sha}")
+    print(f"      manifest: <registry URL>/{name}/{version}/{MANIFEST_FILE}")
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     def body() -> None:
-        from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE
-        from reconciler.trust.signing import (
-            file_digest,
-            key_id,
-            load_private_key,
-            publish,
-        )
+        from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE
+        from reconciler.trust.oms import key_id
+        from reconciler.trust.signing import file_digest, load_private_key, publish
 
         now = datetime.now(timezone.utc)
         expires = parse_expires(args.expires, now) if args.expires else None
-        already = (args.out / args.name / args.version / "manifest.json.sig").exists()
+        already = (args.out / args.name / args.version / SIGNATURE_FILE).exists()
         pkg = publish(
-            args.model, args.name, args.version, args.key, args.out, expires=expires, now=now
-        )
-        kid = key_id(load_private_key(args.key).public_key())
+            args.model, args.name, args.version, args.key, args.out, expires=expires, now=now,
+            certificate=args.certificate, chain=args.certificate_chain,
+        )  # fmt: skip
         model_sha, size = file_digest(pkg / MODEL_FILE)
         manifest_sha, _ = file_digest(pkg / MANIFEST_FILE)
         if already:
             print(f"{pkg} already holds these bytes, signed: nothing to do")
+        elif args.key is None:
+            print(f"wrote {args.name} v{args.version} in {pkg}, NOT signed: sign it with")
+            print(
+                f"  model_signing sign key {pkg} --private_key KEY --signature {pkg / SIGNATURE_FILE}"
+            )
         else:
+            kid = key_id(load_private_key(args.key).public_key())
             print(f"published {args.name} v{args.version} in {pkg} (key {kid})")
         print(f"  model sha256 {model_sha} ({size} bytes); manifest sha256 {manifest_sha}")
-        print("desired state:")
-        print("  spec:\n    model:")
-        print(f'      version: "{args.version}"')
-        print(f"      source: <registry URL>/{args.name}/{args.version}/{MODEL_FILE}")
-        print(f"      sha256: {model_sha}")
-        print(f"      manifest: <registry URL>/{args.name}/{args.version}/{MANIFEST_FILE}")
+        _print_desired(args.name, args.version, model_sha)
         if args.to:
             push_to_registry(pkg, args.to, args.credentials, args.allow_http)
 
     return _run("publish", body)
 
 
-def verify_package(
-    path: Path, policy: TrustPolicy, now: datetime
-) -> tuple[Manifest, Authorization]:
-    """Check a package on disk as a device would: signature, every file's sha256 and size,
-    expiry, min_version. InvalidInput for missing files, IntegrityError when it does not verify."""
-    from reconciler.core.errors import IntegrityError, InvalidInput
-    from reconciler.trust.manifest import MANIFEST_FILE, MODEL_FILE, parse_manifest
-    from reconciler.trust.policy import authorize, check_signatures
-    from reconciler.trust.signing import file_digest
-
-    manifest_path = path / MANIFEST_FILE if path.is_dir() else path
-    if not manifest_path.is_file():
-        raise InvalidInput(f"{manifest_path} does not exist", reason="source-missing")
-    manifest = manifest_path.read_bytes()
-    sig_path = manifest_path.with_name(manifest_path.name + ".sig")  # manifest.json.sig
-    signature = sig_path.read_bytes() if sig_path.is_file() else None
-    if signature is not None:
-        check_signatures(policy, manifest, signature)  # before trusting a byte of the manifest
-    parsed = parse_manifest(manifest)
-    actual: dict[str, tuple[str, int]] = {}
-    for fname, (sha, size) in sorted(parsed.files.items()):
-        fpath = manifest_path.parent / fname
-        if not fpath.is_file():
-            raise InvalidInput(f"{fpath} (listed in the manifest) does not exist", "source-missing")
-        actual[fname] = file_digest(fpath)
-        if actual[fname][1] != size:
-            raise IntegrityError(
-                f"{fpath} is {actual[fname][1]} bytes, the manifest says {size}", "size-mismatch"
-            )
-        if actual[fname][0] != sha:
-            raise IntegrityError(
-                f"{fpath} has sha256 {actual[fname][0]}, the manifest says {sha}", "sha256-mismatch"
-            )
-    auth = authorize(
-        policy,
-        name=parsed.name,
-        version=parsed.version,
-        sha256=actual[MODEL_FILE][0],
-        manifest=manifest,
-        signature=signature,
-        now=now,
-    )
-    return parsed, auth
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     def body() -> None:
+        from reconciler.trust.local import verify_package
         from reconciler.trust.policy import load_policy
 
         policy = load_policy(args.trust_dir)
@@ -328,7 +329,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(json.dumps({**report, "trust": policy.to_json()}, indent=2))
             return
         who = (
-            f"signed by trusted key {auth.keyid}"
+            f"signed by trusted {auth.signer}"
             if auth.signed
             else f"UNSIGNED (accepted only because allow_unsigned is set in {policy.source})"
         )

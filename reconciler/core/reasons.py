@@ -85,6 +85,8 @@ REASONS: dict[str, Reason] = _table(
     ("manifest-invalid", Q, "the signed manifest cannot be read"),
     ("expired", Q, "the signed manifest has expired"),
     ("downgrade", Q, "below the trust policy's min_version"),
+    ("version-unparsable", Q, "the version cannot be ordered under the policy's version_scheme"),
+    ("unsupported-signature", Q, "a signature kind or hashing this device does not verify"),
     ("onnx-invalid", Q, "the ONNX checker refused the model"),
     ("onnx-external-data", Q, "the model refers to external data"),
     ("external-data-escape", Q, "a tensor location points outside the package"),

@@ -5,10 +5,10 @@ it too when a promoted blob went missing. This layer knows the desired-state spe
 desired file and field in every message and applies the global size cap; the resume and retry
 loop lives in `transports.py`, the transports beside it (`files.py`, `http.py`). `fetch_bytes`
 reads small documents (a manifest and its signature) under a 1 MiB cap; `manifest_location`
-says where a model's manifest is, and `beside` where any other file of its package is. For an
-`oci://` source those are members of the artifact (`#sha256:<model sha256>` for the model,
-`#manifest.json` ...; see `reconciler.core.ociref`). `credentials` (`<trust>/credentials.yaml`)
-go to every network transport.
+says where a model's manifest is, `signature_location` its package's `model.sig`, and `beside`
+where any other file of its package is. For an `oci://` source those are members of the artifact
+(`#sha256:<model sha256>` for the model, `#manifest.json` ...; see `reconciler.core.ociref`).
+`credentials` (`<trust>/credentials.yaml`) go to every network transport.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ __all__ = [
     "fetch_bytes",
     "local_path",
     "manifest_location",
+    "signature_location",
 ]
 
 # No model file is larger than this, whatever a manifest says (ONNX protobufs stop at 2 GiB;
@@ -99,3 +100,10 @@ def beside(source: str, name: str) -> str:
 def manifest_location(spec: ModelSpec) -> str:
     """`spec.model.manifest`, or `manifest.json` beside the model, as `hotswap publish` lays out."""
     return spec.manifest or beside(spec.source, "manifest.json")
+
+
+def signature_location(spec: ModelSpec) -> str:
+    """The package's signature bundle: `model.sig` beside its manifest, as `hotswap publish`
+    and `model_signing sign --signature PKG/model.sig` lay it out (for an OCI artifact: its
+    member of that name)."""
+    return beside(manifest_location(spec), "model.sig")

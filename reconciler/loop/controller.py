@@ -263,11 +263,13 @@ class Controller:
                     trust_dir=str(self.trust_dir),
                     note="unsigned models will be served",
                 )
-            if not policy.keys and not policy.allow_unsigned:
+            for why in policy.retired_keys:
+                log.warning("trust.retired-key", trust_dir=str(self.trust_dir), note=why)
+            if not policy.keys and policy.roots is None and not policy.allow_unsigned:
                 log.warning(
                     "trust.no-keys",
                     trust_dir=str(self.trust_dir),
-                    note="no model can be verified until a publisher key is installed here",
+                    note="no model can be verified until a publisher key (*.pub) or root (*.crt) is installed here",
                 )
         self._trust_error = None
 

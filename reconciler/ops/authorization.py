@@ -24,7 +24,7 @@ import structlog
 
 from reconciler.core.desired import ModelSpec
 from reconciler.core.errors import TransientError
-from reconciler.fetch.download import fetch_bytes, manifest_location
+from reconciler.fetch.download import fetch_bytes, manifest_location, signature_location
 from reconciler.trust.policy import Authorization, TrustPolicy, authorize
 
 log = structlog.get_logger("hotswap.authorization")
@@ -68,7 +68,7 @@ class Authorizer:
             return cached
         url = manifest_location(spec)
         manifest = self._document(url)
-        signature = self._document(url + ".sig") if manifest is not None else None
+        signature = self._document(signature_location(spec)) if manifest is not None else None
         auth = authorize(
             self.policy,
             name=spec.name,

@@ -1,20 +1,22 @@
-"""The signed package format: what a manifest holds, how it is written and how it is read back.
+"""The package manifest: what it holds, how it is written and how it is read back.
 
 Imported by both halves of the trust package: `reconciler.trust.signing` writes manifests
-(`make_manifest`, then exactly `canonical_bytes(manifest)` is signed) and checks one before
-signing it; `reconciler.trust.policy` reads them on the device (`parse_manifest`) to decide
-whether a version may be served. Keeping the format here, pure and below both, is what lets each
-of them import it without importing the other.
+(`make_manifest`, written as exactly `canonical_bytes(manifest)`) and `reconciler.trust.policy`
+reads them on the device (`parse_manifest`) to decide whether a version may be served. Keeping
+the format here, pure and below both, is what lets each of them import it without importing the
+other.
 
 A package in a registry directory (any static file or HTTP server can serve it):
 
     REGISTRY/<name>/<version>/model.onnx
-    REGISTRY/<name>/<version>/manifest.json       canonical JSON, signed byte for byte
-    REGISTRY/<name>/<version>/manifest.json.sig   {"signatures": [{"keyid": ..., "sig": base64}]}
+    REGISTRY/<name>/<version>/manifest.json   canonical JSON: name, version, files, expiry
+    REGISTRY/<name>/<version>/golden.npz      ... anything else the publisher ships
+    REGISTRY/<name>/<version>/model.sig       OpenSSF model signing bundle over all the above
 
-The manifest binds name + version + sha256 and size of every file (so a validly signed old model
-cannot be relabelled as a new version), with the model's interface, a creation time and an
-optional expiry.
+`model.sig` signs every file of the directory (`reconciler.trust.oms`), the manifest among
+them; the manifest binds name + version + sha256 and size of the model (so a validly signed old
+model cannot be relabelled as a new version, and the download is capped before it starts), with
+the model's interface, a creation time and an optional expiry.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ API_VERSION = "hotswap/v1"
 MANIFEST_KIND = "ModelManifest"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "manifest.json.sig"
+SIGNATURE_FILE = "model.sig"  # the OpenSSF model signing bundle over the whole package
 
 # The same patterns as schemas/model-deployment.v1.json (metadata.name, spec.model.version).
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")

@@ -3,83 +3,99 @@
 Two halves, kept apart on purpose (the python-tuf shape):
 
 - `load_policy(trust_dir)` is the only I/O here. It reads the device-local trust directory
-  (`<state-dir>/trust/` or `--trust-dir`): every `*.pub` (ed25519 SubjectPublicKeyInfo PEM) is a
-  trusted publisher key, and an optional `policy.yaml` sets the few knobs below. Nothing in it
-  ever comes from desired state: whoever can push to the GitOps repo can choose *which* signed
-  version to run, never *whose* signature counts nor whether signatures are needed.
+  (`<state-dir>/trust/` or `--trust-dir`): every `*.pub` (an ECDSA P-256/P-384 public key, PEM)
+  is a trusted publisher key, every `*.crt` (PEM) a trusted X.509 root for certificate-signed
+  packages, and an optional `policy.yaml` sets the knobs below. Nothing in it ever comes from
+  desired state: whoever can push to the GitOps repo can choose *which* signed version to run,
+  never *whose* signature counts nor whether signatures are needed.
 - `authorize(policy, ...)` is pure: bytes and values in, an `Authorization` value out or an
   `IntegrityError` with a stable `reason`. The verify step calls it with the desired name,
-  version and sha256 and the fetched `manifest.json` / `manifest.json.sig` bytes; the journal
-  records the returned value (key id and manifest digest) as who authorised the version.
+  version and sha256 and the fetched `manifest.json` / `model.sig` bytes, before any model byte
+  is fetched; the journal records the returned value (signer and manifest digest).
+
+A package is a directory signed as a whole with OpenSSF model signing (`reconciler.trust.oms`):
+`model.sig` lists every file with its sha256. The device checks the two it uses against that
+list: `manifest.json` (name, version, sizes, expiry: so a validly signed old model cannot be
+relabelled) and the model, whose signed sha256 must be the one desired state pins. The model is
+hashed once, by the download into the content-addressed store, never again here.
 
 policy.yaml (every key optional; anything else is an error naming file and key):
 
     allow_unsigned: false       # true: serve models without a signed manifest (flagged loudly)
     allow_http: false           # true: plain http:// sources are acceptable
     min_version: {classifier: "3"}   # refuse versions below this, signed or not
+    version_scheme: semver      # how min_version orders versions: semver | pep440 | integer
     allowed_domains: []         # extra ONNX operator domains accepted besides the standard ones
     max_model_bytes: 2147483648
-
-Version order (for `min_version`): split both versions on `.`, `-` and `+`; compare part by
-part, numerically when both parts are digits ("10" > "9", "01" == "1"), otherwise as strings,
-with a numeric part below a non-numeric one; when one runs out first, the shorter is lower
-("1.2" < "1.2.1"). So "2" < "10", "1.9" < "1.10", "1.0-rc1" > "1.0".
+    certificate_identities:     # certificate-signed packages: the signer must match one entry
+      - {subject: "CN=ci,O=Example", san: "ci@example.com"}
+    keyless_identities: []      # reserved for Sigstore keyless; refused by this release
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from reconciler.core.errors import IntegrityError, InvalidInput
+from reconciler.core.errors import IntegrityError
 from reconciler.trust.manifest import (
+    MANIFEST_FILE,
     MODEL_FILE,
-    NAME_PATTERN,
-    VERSION_PATTERN,
+    SIGNATURE_FILE,
+    Manifest,
     parse_manifest,
     parse_time,
 )
-from reconciler.trust.signing import key_id, parse_signatures, public_key_from_pem
+from reconciler.trust.oms import (
+    Identity,
+    RetiredKeyFormat,
+    SignedSet,
+    TrustedKey,
+    TrustedRoots,
+    load_trusted_key,
+    load_trusted_roots,
+    verify_bundle,
+)
+from reconciler.trust.policyfile import POLICY_KEYS, TrustConfigError, policy_values
+from reconciler.trust.versions import DEFAULT_SCHEME, compare_versions
+
+__all__ = ["POLICY_KEYS", "Authorization", "TrustConfigError", "TrustPolicy", "authorize"]
 
 POLICY_FILE = "policy.yaml"
 DEFAULT_MAX_MODEL_BYTES = 2 << 30  # 2 GiB
-_POLICY_KEYS = ("allow_unsigned", "allow_http", "min_version", "allowed_domains", "max_model_bytes")
-
-
-class TrustConfigError(InvalidInput):
-    """The trust directory itself is unusable (a bad key file, a bad policy.yaml)."""
-
-    reason = "trust-config"
 
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)  # key id -> key
+    keys: dict[str, TrustedKey] = field(default_factory=dict)  # OMS key hint -> key
+    roots: TrustedRoots | None = None
+    certificate_identities: tuple[Identity, ...] = ()
     allow_unsigned: bool = False
     allow_http: bool = False
     min_version: dict[str, str] = field(default_factory=dict)  # model name -> lowest version
+    version_scheme: str = DEFAULT_SCHEME
     allowed_domains: tuple[str, ...] = ()
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    retired_keys: tuple[str, ...] = ()  # why each ignored *.pub (the former ed25519 format) is
     source: str = "(built-in defaults)"  # where it was loaded from, for messages
 
     def to_json(self) -> dict[str, Any]:
-        """What `hotswap status` can show: everything but the key material."""
+        """What `hotswap status` can show (and what the authorization cache is keyed on)."""
         return {
             "source": self.source,
-            "keyids": sorted(self.keys),
+            "keyids": sorted(k.keyid for k in self.keys.values()),
+            "roots": [f[:16] for f in self.roots.fingerprints] if self.roots else [],
+            "certificate_identities": [asdict(i) for i in self.certificate_identities],
             "allow_unsigned": self.allow_unsigned,
             "allow_http": self.allow_http,
             "min_version": dict(sorted(self.min_version.items())),
+            "version_scheme": self.version_scheme,
             "allowed_domains": list(self.allowed_domains),
             "max_model_bytes": self.max_model_bytes,
+            "retired_keys": list(self.retired_keys),
         }
 
 
@@ -88,11 +104,12 @@ class Authorization:
     """Who or what allowed a version to be served; the journal keeps `to_json()`."""
 
     signed: bool
-    keyid: str | None = None  # the trusted key whose signature verified
+    keyid: str | None = None  # the trusted key, or the signing certificate's sha256 prefix
     manifest_sha256: str | None = None  # sha256 of the exact manifest.json bytes
     expires: str | None = None
     unsigned_opt_in: bool = False  # True: served only because policy.yaml allows unsigned
     size: int | None = None  # the model file's size as the manifest states it: the fetch cap
+    signer: str | None = None  # "key <id>" or "certificate <subject>", for people
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,53 +118,27 @@ class Authorization:
 # --- pure core -------------------------------------------------------------------------------
 
 
-def _version_key(version: str) -> list[tuple[int, int, str]]:
-    return [
-        (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
-        for part in re.split(r"[.+-]", version)
-    ]
-
-
-def compare_versions(a: str, b: str) -> int:
-    """-1, 0 or 1 as `a` is below, equal to or above `b` (rule in the module docstring)."""
-    ka, kb = _version_key(a), _version_key(b)
-    return (ka > kb) - (ka < kb)
-
-
-def check_signatures(policy: TrustPolicy, manifest: bytes, signature: bytes) -> str:
-    """The key id of a trusted key whose signature verifies; IntegrityError otherwise.
-
-    Signatures by keys the device does not know are ignored (they cannot be checked; a
-    rollover carries old and new side by side); a signature by a trusted key that does not
-    verify is refused outright, even when another trusted key's verifies."""
-    entries = parse_signatures(signature)
-    trusted = [(kid, sig) for kid, sig in entries if kid in policy.keys]
-    if not trusted:
-        seen = sorted({kid for kid, _ in entries})
-        if not policy.keys:
-            raise IntegrityError(
-                f"signed by {seen}, but there are no trusted keys in {policy.source}: copy the "
-                "publisher's hotswap.pub there (hotswap keygen makes one)",
-                reason="untrusted-key",
-            )
-        raise IntegrityError(
-            f"no signature by a trusted key: signed by {seen}, {policy.source} trusts {sorted(policy.keys)}",
-            reason="untrusted-key",
-        )
-    for kid, sig in trusted:
-        try:
-            policy.keys[kid].verify(sig, manifest)
-        except InvalidSignature as e:
-            raise IntegrityError(
-                f"the signature by trusted key {kid} does not verify: manifest or signature was altered",
-                reason="bad-signature",
-            ) from e
-    return trusted[0][0]
+def check_signature(policy: TrustPolicy, signature: bytes) -> SignedSet:
+    """The files a trusted signer vouches for in `model.sig`; IntegrityError otherwise."""
+    return verify_bundle(
+        signature, policy.keys, policy.roots, policy.certificate_identities, policy.source
+    )
 
 
 def _check_min_version(policy: TrustPolicy, name: str, version: str) -> None:
     floor = policy.min_version.get(name)
-    if floor is not None and compare_versions(version, floor) < 0:
+    if floor is None:
+        return
+    try:
+        below = compare_versions(version, floor, policy.version_scheme) < 0
+    except ValueError as e:
+        raise IntegrityError(
+            f"version {version} of {name} cannot be ordered against min_version {floor} set in "
+            f"{policy.source} (version_scheme {policy.version_scheme}): {e}; refused rather "
+            "than guessed",
+            reason="version-unparsable",
+        ) from e
+    if below:
         raise IntegrityError(
             f"version {version} of {name} is below min_version {floor} set in {policy.source}: downgrade refused",
             reason="downgrade",
@@ -159,18 +150,74 @@ def _without_manifest(
 ) -> Authorization:
     if signature is not None:
         raise IntegrityError(
-            "invalid manifest: a signature without its manifest.json", reason="manifest-invalid"
+            f"invalid manifest: a {SIGNATURE_FILE} without its {MANIFEST_FILE}",
+            reason="manifest-invalid",
         )
     if not policy.allow_unsigned:
         raise IntegrityError(
             f"{name} v{version} has no signed manifest and {policy.source} requires one: "
-            "publish it with `hotswap publish` and set spec.model.manifest (the device "
-            f"trusts the hotswap.pub files in {policy.source}), or, not recommended, set "
+            "publish it with `hotswap publish` (or sign the package directory with "
+            "`model_signing sign`) and set spec.model.manifest (the device trusts the *.pub "
+            f"keys and *.crt roots in {policy.source}), or, not recommended, set "
             f"allow_unsigned: true in {policy.source}/policy.yaml",
             reason="unsigned",
         )
     _check_min_version(policy, name, version)
     return Authorization(signed=False, unsigned_opt_in=True)
+
+
+def _signed_sha256(signed: SignedSet, fname: str) -> str:
+    """The sha256 the signature gives `fname`; unsupported-signature when it gives none."""
+    entry = signed.files.get(fname)
+    if entry is not None and entry[0] == "sha256" and signed.method == "files":
+        return entry[1].lower()
+    if entry is None and signed.method == "files":
+        raise IntegrityError(
+            f"{fname} is not among the files {SIGNATURE_FILE} signs ({sorted(signed.files)[:8]})",
+            reason="manifest-mismatch",
+        )
+    raise IntegrityError(
+        f"{SIGNATURE_FILE} signs {fname} as {signed.method} with {entry[0] if entry else '?'}: "
+        "the device needs whole files hashed with sha256 (model_signing's default "
+        "serialization; no --shard or blake hashing)",
+        reason="unsupported-signature",
+    )
+
+
+def check_signed_manifest(signed: SignedSet, manifest: bytes) -> None:
+    """manifest.json must be the very file the signature vouches for: checked before parsing."""
+    if hashlib.sha256(manifest).hexdigest() != _signed_sha256(signed, MANIFEST_FILE):
+        raise IntegrityError(
+            f"{MANIFEST_FILE} is not the one {SIGNATURE_FILE} signs (signed by "
+            f"{signed.signer}): the manifest or the signature was altered",
+            reason="bad-signature",
+        )
+
+
+def _check_signed_files(signed: SignedSet, files: dict[str, tuple[str, int]]) -> None:
+    """Every file the manifest lists must have the sha256 the signature gives it."""
+    for fname, (sha, _) in sorted(files.items()):
+        if _signed_sha256(signed, fname) != sha:
+            raise IntegrityError(
+                f"invalid manifest: {fname} has sha256 {sha} in {MANIFEST_FILE} and another "
+                f"in {SIGNATURE_FILE}",
+                reason="manifest-invalid",
+            )
+
+
+def _check_binding(parsed: Manifest, name: str, version: str, sha256: str) -> None:
+    """The manifest must name what desired state asks for: no relabelling, no mix and match."""
+    if (parsed.name, parsed.version) != (name, version):
+        raise IntegrityError(
+            f"the manifest is for {parsed.name} v{parsed.version}, desired state asks for {name} v{version}",
+            reason="manifest-mismatch",
+        )
+    signed_sha = parsed.files[MODEL_FILE][0]
+    if signed_sha != sha256.lower():
+        raise IntegrityError(
+            f"the manifest of {name} v{version} pins {MODEL_FILE} sha256 {signed_sha}, desired state pins {sha256}",
+            reason="manifest-mismatch",
+        )
 
 
 def authorize(
@@ -185,85 +232,65 @@ def authorize(
 ) -> Authorization:
     """May the model pinned by desired state (name, version, sha256) be served? Pure.
 
-    `manifest`/`signature` are the exact bytes of manifest.json and manifest.json.sig, None when
+    `manifest`/`signature` are the exact bytes of manifest.json and model.sig, None when
     absent. `now` must be timezone-aware. Raises IntegrityError with reason unsigned,
-    bad-signature, untrusted-key, manifest-invalid, manifest-mismatch, expired or downgrade."""
+    bad-signature, untrusted-key, unsupported-signature, manifest-invalid, manifest-mismatch,
+    expired, downgrade or version-unparsable."""
     if now.tzinfo is None:
         raise ValueError("authorize() needs a timezone-aware `now`")
     if manifest is None:
         return _without_manifest(policy, name, version, signature)
-    keyid: str | None = None
+    signed: SignedSet | None = None
     if signature is not None:
-        keyid = check_signatures(policy, manifest, signature)
+        signed = check_signature(policy, signature)  # before trusting a byte of the manifest
+        check_signed_manifest(signed, manifest)
     elif not policy.allow_unsigned:
         raise IntegrityError(
-            f"{name} v{version}: the manifest has no manifest.json.sig and {policy.source} requires a signature",
+            f"{name} v{version}: the manifest has no {SIGNATURE_FILE} and {policy.source} requires a signature",
             reason="unsigned",
         )
     parsed = parse_manifest(manifest)
-    if (parsed.name, parsed.version) != (name, version):
-        raise IntegrityError(
-            f"the manifest is for {parsed.name} v{parsed.version}, desired state asks for {name} v{version}",
-            reason="manifest-mismatch",
-        )
-    signed_sha = parsed.files[MODEL_FILE][0]
-    if signed_sha != sha256.lower():
-        raise IntegrityError(
-            f"the manifest of {name} v{version} pins {MODEL_FILE} sha256 {signed_sha}, desired state pins {sha256}",
-            reason="manifest-mismatch",
-        )
+    if signed is not None:
+        _check_signed_files(signed, parsed.files)
+    _check_binding(parsed, name, version, sha256)
     if parsed.expires is not None and parse_time(parsed.expires) <= now:
         raise IntegrityError(
             f"the manifest of {name} v{version} expired at {parsed.expires}", reason="expired"
         )
     _check_min_version(policy, name, version)
     return Authorization(
-        signed=keyid is not None,
-        keyid=keyid,
+        signed=signed is not None,
+        keyid=signed.keyid if signed else None,
         manifest_sha256=hashlib.sha256(manifest).hexdigest(),
         expires=parsed.expires,
-        unsigned_opt_in=keyid is None,
-        size=parsed.files["model.onnx"][1] if "model.onnx" in parsed.files else None,
+        unsigned_opt_in=signed is None,
+        size=parsed.files[MODEL_FILE][1],
+        signer=signed.signer if signed else None,
     )
 
 
 # --- loading (the only I/O) ------------------------------------------------------------------
 
 
-def _policy_values(path: Path, doc: Mapping[str, Any]) -> dict[str, Any]:
-    def bad(key: str, why: str) -> TrustConfigError:
-        return TrustConfigError(f"{path}: {key}: {why}")
-
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        if key not in _POLICY_KEYS:
-            raise bad(str(key), f"unknown key (known: {', '.join(_POLICY_KEYS)})")
-        if key in ("allow_unsigned", "allow_http"):
-            if not isinstance(value, bool):
-                raise bad(key, f"must be true or false, not {value!r}")
-            out[key] = value
-        elif key == "min_version":
-            if not isinstance(value, dict):
-                raise bad(key, "must be a map of model name to version")
-            floors = {}
-            for model, floor in value.items():
-                if isinstance(floor, int) and not isinstance(floor, bool):
-                    floor = str(floor)
-                if not isinstance(model, str) or not NAME_PATTERN.fullmatch(model):
-                    raise bad(f"{key}.{model}", "not a model name")
-                if not isinstance(floor, str) or not VERSION_PATTERN.fullmatch(floor):
-                    raise bad(f"{key}.{model}", f"{floor!r} is not a version label")
-                floors[model] = floor
-            out[key] = floors
-        elif key == "allowed_domains":
-            if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
-                raise bad(key, "must be a list of operator domain names")
-            out[key] = tuple(value)
-        else:  # max_model_bytes
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(key, f"must be a positive number of bytes, not {value!r}")
-            out[key] = value
-    return out
+def _load_signers(
+    trust_dir: Path,
+) -> tuple[dict[str, TrustedKey], TrustedRoots | None, tuple[str, ...]]:
+    keys: dict[str, TrustedKey] = {}
+    retired: list[str] = []
+    try:
+        for pub in sorted(trust_dir.glob("*.pub")):
+            try:
+                key = load_trusted_key(pub)
+            except RetiredKeyFormat as e:  # an upgraded device's old key: shown, never trusted
+                retired.append(str(e))
+                continue
+            keys[key.hint] = key
+        roots = load_trusted_roots(sorted(trust_dir.glob("*.crt")))
+    except OSError as e:
+        raise TrustConfigError(f"{e.filename}: cannot read: {e.strerror}") from e
+    except ValueError as e:
+        raise TrustConfigError(str(e)) from e
+    return keys, roots, tuple(retired)
 
 
 def load_policy(trust_dir: Path) -> TrustPolicy:
@@ -278,15 +305,7 @@ def load_policy(trust_dir: Path) -> TrustPolicy:
         return TrustPolicy(source=source)
     if not trust_dir.is_dir():
         raise TrustConfigError(f"{trust_dir}: the trust directory is not a directory")
-    keys: dict[str, Ed25519PublicKey] = {}
-    for pub in sorted(trust_dir.glob("*.pub")):
-        try:
-            key = public_key_from_pem(pub.read_bytes(), str(pub))
-        except OSError as e:
-            raise TrustConfigError(f"{pub}: cannot read: {e.strerror}") from e
-        except ValueError as e:
-            raise TrustConfigError(str(e)) from e
-        keys[key_id(key)] = key
+    keys, roots, retired = _load_signers(trust_dir)
     values: dict[str, Any] = {}
     policy_path = trust_dir / POLICY_FILE
     if policy_path.exists():
@@ -300,5 +319,5 @@ def load_policy(trust_dir: Path) -> TrustPolicy:
             raise TrustConfigError(f"{policy_path}{where}: not valid YAML: {e}") from e
         if doc is not None and not isinstance(doc, dict):
             raise TrustConfigError(f"{policy_path}: must be a mapping of policy keys")
-        values = _policy_values(policy_path, doc or {})
-    return TrustPolicy(keys=keys, source=source, **values)
+        values = policy_values(policy_path, doc or {})
+    return TrustPolicy(keys=keys, roots=roots, retired_keys=retired, source=source, **values)

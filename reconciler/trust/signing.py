@@ -1,38 +1,41 @@
-"""Signed model packages: ed25519 keys, signatures, and `publish`.
+"""Publishing signed model packages: ECDSA keys, `publish` and `sign_package`.
 
-Called by the `keygen`, `sign`, `publish` and `verify` commands (`reconciler.cli.package`) and,
-for the pure helpers (`key_id`, `parse_signatures`, `public_key_from_pem`), by the device's
-trust core (`reconciler.trust.policy`), which decides what a signature is worth. The package
-format itself (the manifest, its files and how it is parsed) is `reconciler.trust.manifest`.
+Called by the `keygen`, `sign`, `publish` and `verify` commands (`reconciler.cli.package`) and by
+the test and example builders. A package is a directory, signed as a whole with OpenSSF model
+signing through model_signing's public API: `sign_package(pkg, key)` writes exactly what
 
-A manifest is written as exactly `canonical_bytes(manifest)` and the signature covers exactly
-those bytes: nothing is re-serialised between signing and checking. The signature file holds a
-list so a key rollover can carry the old and the new key's signatures side by side.
+    model_signing sign key PKG --private_key KEY --signature PKG/model.sig
 
-A registry version is immutable: `manifest.json.sig` is written last and marks the version as
+writes (file serialization, sha256, git files and model.sig itself left out), so a package
+signed either way verifies either way. The device side is `reconciler.trust.policy`.
+
+A registry version is immutable: `model.sig` is written last and marks the version as
 published; publishing different bytes under a published version is refused, publishing the
-same bytes again is a no-op.
+same bytes again is a no-op. Re-signing (`sign_package` on a published package, for a key
+rotation) replaces `model.sig` and leaves every other file alone.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from reconciler.core.canonical import canonical_bytes
 from reconciler.core.errors import IntegrityError, InvalidInput
-from reconciler.state.atomic import atomic_write, atomic_writer
+from reconciler.state.atomic import (
+    atomic_write,
+    atomic_writer,
+    commit_file,
+    sweep_temp_files,
+    temp_path_for,
+)
 from reconciler.trust.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -41,89 +44,25 @@ from reconciler.trust.manifest import (
     make_manifest,
     parse_manifest,
 )
+from reconciler.trust.oms import SUPPORTED_CURVES, key_id, unverified_files
 from runtime.fsutil import sha256_file
 
 PRIVATE_KEY_FILE = "hotswap.key"
 PUBLIC_KEY_FILE = "hotswap.pub"
+CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
 
 _CHUNK = 1 << 20
-
-
-# --- pure helpers -----------------------------------------------------------------------------
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """First 16 hex chars of sha256 over the raw 32-byte public key (a lookup name, not a proof)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def sign_bytes(data: bytes, private_key: Ed25519PrivateKey) -> dict[str, str]:
-    """One signature entry over exactly `data`."""
-    return {
-        "keyid": key_id(private_key.public_key()),
-        "sig": base64.b64encode(private_key.sign(data)).decode("ascii"),
-    }
-
-
-def add_signature(
-    sig_doc: Mapping[str, Any] | None, data: bytes, private_key: Ed25519PrivateKey
-) -> dict[str, Any]:
-    """Sign `data` and merge the entry into a signature document (a new one when None).
-
-    An entry of the same key is replaced (re-signing is idempotent); others are kept, so a
-    rollover can add the new key's signature beside the old one."""
-    entry = sign_bytes(data, private_key)
-    existing = [] if sig_doc is None else list(sig_doc.get("signatures", []))
-    kept = [e for e in existing if not (isinstance(e, dict) and e.get("keyid") == entry["keyid"])]
-    return {"signatures": [*kept, entry]}
-
-
-def parse_signatures(data: bytes) -> list[tuple[str, bytes]]:
-    """(keyid, raw signature) pairs of a `manifest.json.sig`; IntegrityError(bad-signature) else.
-
-    Strict on purpose: exactly {"signatures": [{"keyid", "sig"}, ...]}, base64 in its canonical
-    form (no padding games), 64-byte signatures, so one document has one meaning."""
-
-    def bad(why: str) -> IntegrityError:
-        return IntegrityError(f"malformed signature file: {why}", reason="bad-signature")
-
-    try:
-        doc = json.loads(data)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise bad(f"not JSON ({e})") from e
-    if not isinstance(doc, dict) or set(doc) != {"signatures"}:
-        raise bad('expected an object with exactly one key, "signatures"')
-    entries = doc["signatures"]
-    if not isinstance(entries, list) or not entries:
-        raise bad('"signatures" must be a non-empty list')
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != {"keyid", "sig"}:
-            raise bad(f'signatures[{i}] must have exactly "keyid" and "sig"')
-        keyid, sig = entry["keyid"], entry["sig"]
-        if not isinstance(keyid, str) or not re.fullmatch(r"[0-9a-f]{16}", keyid):
-            raise bad(f"signatures[{i}].keyid is not 16 lowercase hex characters")
-        if not isinstance(sig, str):
-            raise bad(f"signatures[{i}].sig is not a string")
-        try:
-            raw = base64.b64decode(sig.encode("ascii"), validate=True)
-        except (ValueError, UnicodeEncodeError) as e:
-            raise bad(f"signatures[{i}].sig is not base64") from e
-        if len(raw) != 64 or base64.b64encode(raw).decode("ascii") != sig:
-            raise bad(f"signatures[{i}].sig is not a canonical base64 ed25519 signature")
-        out.append((keyid, raw))
-    return out
 
 
 # --- keys on disk ------------------------------------------------------------------------------
 
 
-def generate_keypair(out_dir: Path) -> tuple[Path, Path, str]:
-    """Write `hotswap.key` (PKCS8 PEM, 0600) and `hotswap.pub` (SubjectPublicKeyInfo PEM).
+def generate_keypair(out_dir: Path, curve: str = "p256") -> tuple[Path, Path, str]:
+    """Write `hotswap.key` (ECDSA, PKCS8 PEM, 0600) and `hotswap.pub` (SubjectPublicKeyInfo PEM).
 
-    Returns (private key path, public key path, key id). Never overwrites a key: losing a
-    signing key silently is worse than an error."""
+    The same files `openssl ecparam -genkey -name prime256v1` and `openssl ec -pubout` make,
+    which is what model_signing signs and verifies with. Returns (private key path, public key
+    path, key id). Never overwrites a key: losing a signing key silently is worse than an error."""
     key_path, pub_path = out_dir / PRIVATE_KEY_FILE, out_dir / PUBLIC_KEY_FILE
     for path in (key_path, pub_path):
         if path.exists():
@@ -131,7 +70,9 @@ def generate_keypair(out_dir: Path) -> tuple[Path, Path, str]:
                 f"{path} already exists: refusing to overwrite a key (move it away or choose another --out)",
                 reason="key-exists",
             )
-    private_key = Ed25519PrivateKey.generate()
+    if curve not in CURVES:
+        raise InvalidInput(f"curve {curve!r}: choose one of {', '.join(CURVES)}", "bad-key")
+    private_key = ec.generate_private_key(CURVES[curve]())
     public_key = private_key.public_key()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(
@@ -147,14 +88,14 @@ def generate_keypair(out_dir: Path) -> tuple[Path, Path, str]:
     return key_path, pub_path, key_id(public_key)
 
 
-def public_pem(public_key: Ed25519PublicKey) -> bytes:
+def public_pem(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """An unencrypted ed25519 PKCS8 PEM key; InvalidInput naming the file otherwise."""
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """An unencrypted ECDSA P-256/P-384 PEM key; InvalidInput naming the file otherwise."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -165,23 +106,80 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
         raise InvalidInput(
             f"{path}: not an unencrypted PEM private key ({e})", reason="bad-key"
         ) from e
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in SUPPORTED_CURVES:
+        old = " (hotswap's former ed25519 format is gone: hotswap keygen makes a new key)"
         raise InvalidInput(
-            f"{path}: a {type(key).__name__}, hotswap signs with ed25519 keys only (hotswap keygen)",
+            f"{path}: a {type(key).__name__}; packages are signed with ECDSA P-256 or P-384 keys"
+            + (old if "Ed25519" in type(key).__name__ else ""),
             reason="bad-key",
         )
     return key
 
 
-def public_key_from_pem(data: bytes, what: str) -> Ed25519PublicKey:
-    """Parse a SubjectPublicKeyInfo PEM; ValueError naming `what` when it is not ed25519."""
+# --- signing a package directory ---------------------------------------------------------------
+
+
+def sign_package(
+    pkg: Path,
+    key: Path,
+    certificate: Path | None = None,
+    chain: Iterable[Path] = (),
+) -> Path:
+    """Sign the directory `pkg` as a whole into `pkg/model.sig`; returns that path.
+
+    With `certificate` (the signing certificate, PEM, whose public key is `key`'s) and `chain`
+    (intermediates), as `model_signing sign certificate`; otherwise as `model_signing sign key`.
+    The bundle is written beside the package first (inside it, it would be hashed) and renamed
+    into place, so `model.sig` appears whole or not at all. Stricter than model_signing in one
+    way: the package must hold a manifest.json a device can read (IntegrityError otherwise)."""
+    load_private_key(key)  # a clear error before model_signing's
+    manifest = pkg / MANIFEST_FILE
+    if not manifest.is_file():
+        raise InvalidInput(
+            f"{manifest} does not exist: a package needs one (hotswap publish --no-sign writes it)",
+            reason="source-missing",
+        )
+    parse_manifest(manifest.read_bytes())  # sign only what a device could accept
+    return sign_directory(pkg, key, certificate, chain)
+
+
+def sign_directory(
+    pkg: Path, key: Path, certificate: Path | None = None, chain: Iterable[Path] = ()
+) -> Path:
+    """`sign_package` without hotswap's check of the manifest: model_signing's behaviour alone."""
+    import model_signing.hashing
+    import model_signing.signing
+
+    config = model_signing.signing.Config()
+    if certificate is None:
+        config.use_elliptic_key_signer(private_key=key)
+    else:
+        chain = list(chain)
+        if not chain:  # model_signing cannot sign with an empty chain file list
+            raise InvalidInput(
+                "signing with a certificate needs its chain: pass the issuing CA's certificate"
+                " (and any intermediates) with --certificate-chain",
+                reason="bad-key",
+            )
+        config.use_certificate_signer(
+            private_key=key, signing_certificate=certificate, certificate_chain=chain
+        )
+    config.set_hashing_config(
+        model_signing.hashing.Config().set_ignored_paths(
+            paths=[SIGNATURE_FILE], ignore_git_paths=True
+        )
+    )
+    target = pkg / SIGNATURE_FILE
+    tmp = temp_path_for(pkg.parent / f"{pkg.name}.{SIGNATURE_FILE}")
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise ValueError(f"{what}: not a PEM public key ({e})") from e
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{what}: a {type(key).__name__}, only ed25519 keys are trusted")
-    return key
+        try:
+            config.sign(pkg, tmp)
+        except ValueError as e:  # model_signing: a key that does not match the certificate, ...
+            raise InvalidInput(f"cannot sign {pkg}: {e}", reason="bad-key") from e
+        commit_file(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 # --- manifests and publishing ------------------------------------------------------------------
@@ -203,6 +201,71 @@ def build_manifest(
     """The manifest for `files` ({name in the package: path on disk}); hashes each file."""
     digests = {fname: file_digest(path) for fname, path in files.items()}
     return make_manifest(name, version, digests, interface, expires, now)
+
+
+def _check_published(pkg: Path, model_sha: str) -> bool:
+    """True when `pkg` is already published with this model; InvalidInput when with another."""
+    if not (pkg / SIGNATURE_FILE).exists():
+        return False
+    target = pkg / MODEL_FILE
+    existing = file_digest(target)[0] if target.is_file() else "missing"
+    if existing == model_sha:
+        return True
+    raise InvalidInput(
+        f"{pkg} is already published with another model (sha256 {existing}, this one is {model_sha}): "
+        "a registry version is immutable, publish a new version",
+        reason="version-exists",
+    )
+
+
+def publish(
+    model: Path,
+    name: str,
+    version: str,
+    key: Path | None,
+    registry: Path,
+    interface: Mapping[str, Any] | None = None,
+    expires: datetime | None = None,
+    now: datetime | None = None,
+    certificate: Path | None = None,
+    chain: Iterable[Path] = (),
+) -> Path:
+    """Write the package `registry/name/version/` and return that directory.
+
+    Copies the model, writes manifest.json (name, version, sha256 and size, interface, created,
+    expiry), then signs the whole directory (`sign_package`), `model.sig` last, so a version is
+    published exactly when its signature exists. `key=None` stops before signing: the package
+    is then signed by `model_signing sign` (an HSM, Sigstore, a CI's own key). Refuses a
+    published version that holds other bytes; the same bytes again are a no-op."""
+    check_name_version(name, version)
+    if not model.is_file():
+        raise InvalidInput(f"model file {model} does not exist", reason="source-missing")
+    if key is not None:
+        load_private_key(key)
+    now = now or datetime.now(timezone.utc)
+    pkg = registry / name / version
+    model_sha, size = file_digest(model)
+    if _check_published(pkg, model_sha):
+        return pkg
+    sweep_temp_files(pkg)  # a crashed publish's leftovers would be signed as package files
+    if interface is None:
+        interface = onnx_interface(model)
+    target = pkg / MODEL_FILE
+    if not (target.is_file() and file_digest(target)[0] == model_sha):
+        with model.open("rb") as src, atomic_writer(target) as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+    manifest = make_manifest(
+        name, version, {MODEL_FILE: (model_sha, size)}, interface, expires, now
+    )
+    atomic_write(pkg / MANIFEST_FILE, canonical_bytes(manifest))
+    if key is None:
+        return pkg
+    sig = sign_package(pkg, key, certificate, chain)
+    signed = unverified_files(sig.read_bytes()).get(MODEL_FILE)
+    if signed != ("sha256", model_sha):
+        sig.unlink()
+        raise IntegrityError(f"{model} changed while it was being published", "source-changed")
+    return pkg
 
 
 def onnx_interface(model_path: Path) -> dict[str, Any]:
@@ -247,64 +310,3 @@ def onnx_interface(model_path: Path) -> dict[str, Any]:
         "inputs": tensors(model.graph.input, initializers),
         "outputs": tensors(model.graph.output, set()),
     }
-
-
-def publish(
-    model: Path,
-    name: str,
-    version: str,
-    key: Path,
-    registry: Path,
-    interface: Mapping[str, Any] | None = None,
-    expires: datetime | None = None,
-    now: datetime | None = None,
-) -> Path:
-    """Write a signed package `registry/name/version/` and return that directory.
-
-    Each file is written atomically and `manifest.json.sig` last, so a version is published
-    exactly when its signature file exists. Refuses a published version that holds other
-    bytes; the same bytes again are a no-op (the existing manifest and signature are kept)."""
-    check_name_version(name, version)
-    if not model.is_file():
-        raise InvalidInput(f"model file {model} does not exist", reason="source-missing")
-    private_key = load_private_key(key)
-    now = now or datetime.now(timezone.utc)
-    pkg = registry / name / version
-    model_sha, _ = file_digest(model)
-    target = pkg / MODEL_FILE
-    if (pkg / SIGNATURE_FILE).exists():
-        existing = file_digest(target)[0] if target.is_file() else "missing"
-        if existing == model_sha:
-            return pkg
-        raise InvalidInput(
-            f"{pkg} is already published with another model (sha256 {existing}, this one is {model_sha}): "
-            "a registry version is immutable, publish a new version",
-            reason="version-exists",
-        )
-    if interface is None:
-        interface = onnx_interface(model)
-    if not (target.is_file() and file_digest(target)[0] == model_sha):
-        with model.open("rb") as src, atomic_writer(target) as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
-    manifest = build_manifest(name, version, {MODEL_FILE: target}, interface, expires, now)
-    if manifest["files"][MODEL_FILE]["sha256"] != model_sha:
-        raise IntegrityError(f"{model} changed while it was being published", "source-changed")
-    data = canonical_bytes(manifest)
-    atomic_write(pkg / MANIFEST_FILE, data)
-    atomic_write(pkg / SIGNATURE_FILE, canonical_bytes(add_signature(None, data, private_key)))
-    return pkg
-
-
-def sign_manifest_file(manifest_path: Path, key: Path) -> tuple[Path, str]:
-    """Add (or refresh) this key's signature in `<manifest>.sig`; returns (sig path, key id)."""
-    private_key = load_private_key(key)
-    data = manifest_path.read_bytes()
-    parse_manifest(data)  # sign only what a device could accept
-    sig_path = manifest_path.with_name(manifest_path.name + ".sig")
-    doc: dict[str, Any] | None = None
-    if sig_path.exists():
-        parse_signatures(sig_path.read_bytes())  # refuse to extend a corrupt file
-        doc = json.loads(sig_path.read_bytes())
-    new_doc = add_signature(doc, data, private_key)
-    atomic_write(sig_path, canonical_bytes(new_doc))
-    return sig_path, new_doc["signatures"][-1]["keyid"]

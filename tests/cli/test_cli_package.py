@@ -42,7 +42,7 @@ def test_keygen_publish_verify_round_trip(tmp_path: Path, kit: Kit) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     pkg = tmp_path / "registry" / "classifier" / "1"
-    assert (pkg / "manifest.json.sig").is_file()
+    assert (pkg / "model.sig").is_file()
 
     # no trusted key on this "device" yet: refused, and the message says what to do
     r = hotswap("verify", pkg, "--state-dir", "state", cwd=tmp_path)
@@ -53,8 +53,8 @@ def test_keygen_publish_verify_round_trip(tmp_path: Path, kit: Kit) -> None:
     shutil.copy(tmp_path / "keys" / "hotswap.pub", tmp_path / "state" / "trust")
     r = hotswap("verify", pkg, "--state-dir", "state", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    kid = json.loads((pkg / "manifest.json.sig").read_text())["signatures"][0]["keyid"]
-    assert f"signed by trusted key {kid}" in r.stdout and "manifest sha256" in r.stdout
+    hint = json.loads((pkg / "model.sig").read_text())["verificationMaterial"]["publicKey"]["hint"]
+    assert f"signed by trusted key {hint[:16]}" in r.stdout and "manifest sha256" in r.stdout
 
     # one flipped byte in the model: the manifest's sha256 no longer matches
     data = bytearray((pkg / "model.onnx").read_bytes())
@@ -86,7 +86,7 @@ def test_keygen_refuses_to_overwrite(published: Path, capsys: pytest.CaptureFixt
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
-def test_sign_adds_a_rollover_signature_that_a_device_trusting_only_the_new_key_accepts(
+def test_re_signing_for_a_rotation_makes_a_device_trusting_only_the_new_key_accept(
     published: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = published.parents[2]
@@ -96,15 +96,18 @@ def test_sign_adds_a_rollover_signature_that_a_device_trusting_only_the_new_key_
     verify = ["verify", str(published), "--trust-dir", str(trust), "--json"]
     assert main(verify) == 1
     assert "[untrusted-key]" in capsys.readouterr().err
-    assert (
-        main(["sign", str(published / "manifest.json"), "--key", str(root / "new/hotswap.key")])
-        == 0
-    )
+    assert main(["sign", str(published), "--key", str(root / "new/hotswap.key")]) == 0
     capsys.readouterr()
     assert main(verify) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["signed"] and report["name"] == "classifier" and report["version"] == "1"
-    assert len(json.loads((published / "manifest.json.sig").read_text())["signatures"]) == 2
+    assert report["keyid"] in report["trust"]["keyids"]
+    # one signature per bundle: the old key no longer vouches for the re-signed package
+    old_only = root / "old-trust"
+    old_only.mkdir()
+    shutil.copy(root / "keys" / "hotswap.pub", old_only)
+    assert main(["verify", str(published), "--trust-dir", str(old_only)]) == 1
+    assert "[untrusted-key]" in capsys.readouterr().err
 
 
 def test_verify_reports_a_tampered_manifest_and_a_downgrade(
@@ -130,7 +133,7 @@ def test_unsigned_package_needs_the_device_opt_in_and_says_so(
     published: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trust = published.parents[2] / "trust"
-    (published / "manifest.json.sig").unlink()
+    (published / "model.sig").unlink()
     assert main(["verify", str(published), "--trust-dir", str(trust)]) == 1
     assert "[unsigned]" in capsys.readouterr().err
     (trust / "policy.yaml").write_text("allow_unsigned: true\n")

@@ -6,6 +6,8 @@ import base64
 import datetime as dt
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +109,22 @@ def test_unsigned_only_with_the_device_opt_in_and_flagged(kit: Kit, daemon, tmp_
 def _tampered_signature(kit: Kit, out: Path) -> Path:
     package = out / "classifier" / "2"
     shutil.copytree(kit.registry / "classifier" / "2", package)
-    sig = package / "manifest.json.sig"
+    sig = package / "model.sig"
     doc = json.loads(sig.read_text())
-    raw = bytearray(base64.b64decode(doc["signatures"][0]["sig"]))
-    raw[0] ^= 1
-    doc["signatures"][0]["sig"] = base64.b64encode(bytes(raw)).decode()
-    sig.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    entry = doc["dsseEnvelope"]["signatures"][0]
+    raw = bytearray(base64.b64decode(entry["sig"]))
+    raw[8] ^= 1
+    entry["sig"] = base64.b64encode(bytes(raw)).decode()
+    sig.write_text(json.dumps(doc))
+    return package
+
+
+def _tampered_manifest(kit: Kit, out: Path) -> Path:
+    """v2's package with its manifest edited after signing (a created time moved back)."""
+    package = out / "classifier" / "2"
+    shutil.copytree(kit.registry / "classifier" / "2", package)
+    manifest = package / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"created":"20', b'"created":"19'))
     return package
 
 
@@ -142,6 +154,7 @@ def _expired(kit: Kit, out: Path) -> Path:
     ("attack", "reason"),
     [
         (_tampered_signature, "bad-signature"),
+        (_tampered_manifest, "bad-signature"),
         (_other_publisher, "untrusted-key"),
         (_expired, "expired"),
     ],
@@ -165,3 +178,30 @@ def test_forged_foreign_or_expired_packages_leave_v1_serving(
     watch.assert_only("1")
     blob = kit.doc("2")["spec"]["model"]["sha256"]
     assert not (d.state / "store" / "sha256" / blob).exists(), "refused before any byte was fetched"
+
+
+def test_a_package_signed_with_the_model_signing_cli_is_served(
+    kit: Kit, daemon, tmp_path: Path
+) -> None:
+    d: Daemon = daemon()
+    kit.write(d.desired, "1")
+    d.start()
+    wait_served(d, "1")
+    package = tmp_path / "ci" / "classifier" / "2"
+    shutil.copytree(kit.registry / "classifier" / "2", package)
+    (package / "model.sig").unlink()
+    key = kit.public_key.with_suffix(".key")
+    cli = Path(sys.executable).parent / "model_signing"
+    signed = subprocess.run(
+        [str(cli), "sign", "key", str(package), "--private_key", str(key),
+         "--signature", str(package / "model.sig")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+
+    def point_at(doc: dict) -> None:
+        doc["spec"]["model"]["source"] = str(package / "model.onnx")
+        doc["spec"]["model"]["manifest"] = str(package / "manifest.json")
+
+    kit.write(d.desired, "2", mutate=point_at)
+    wait_served(d, "2")

@@ -1,4 +1,4 @@
-"""Keys, signature documents and `publish` into a registry directory (the example classifier)."""
+"""Keys, package signatures and `publish` into a registry directory (the example classifier)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from reconciler.core.canonical import canonical_bytes
 from reconciler.core.errors import IntegrityError, InvalidInput
 from reconciler.trust.manifest import parse_manifest
+from reconciler.trust.oms import key_id, unverified_files, verify_bundle
 from reconciler.trust.policy import authorize, load_policy
 from reconciler.trust.signing import (
-    add_signature,
     generate_keypair,
-    key_id,
     load_private_key,
-    parse_signatures,
     publish,
-    sign_manifest_file,
+    sign_package,
 )
 from tests.support.kit import Kit
+from tests.support.signed import new_key, trusting
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
@@ -42,10 +41,12 @@ def model(kit: Kit) -> Path:
     return kit.registry / "classifier" / "1" / "model.onnx"
 
 
-def test_key_id_is_sha256_of_the_raw_public_key() -> None:
-    key = Ed25519PrivateKey.generate().public_key()
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    assert key_id(key) == hashlib.sha256(raw).hexdigest()[:16]
+def test_key_id_is_the_start_of_the_key_hint_model_signing_writes() -> None:
+    key = new_key()
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert key_id(key.public_key()) == hashlib.sha256(pem).hexdigest()[:16]
 
 
 def test_keygen_writes_a_private_key_0600_and_refuses_to_overwrite(
@@ -55,6 +56,8 @@ def test_keygen_writes_a_private_key_0600_and_refuses_to_overwrite(
     assert (key.name, pub.name) == ("hotswap.key", "hotswap.pub")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert b"BEGIN PRIVATE KEY" in key.read_bytes() and b"BEGIN PUBLIC KEY" in pub.read_bytes()
+    assert load_private_key(key).curve.name == "secp256r1"
+    assert load_private_key(generate_keypair(key.parent / "384", "p384")[0]).key_size == 384
     assert key_id(load_private_key(key).public_key()) == kid
     before = key.read_bytes()
     with pytest.raises(InvalidInput, match="refusing to overwrite") as info:
@@ -68,34 +71,42 @@ def test_a_public_key_or_garbage_is_not_a_signing_key(keys: tuple[Path, Path, st
         load_private_key(pub)
     with pytest.raises(InvalidInput, match="cannot read"):
         load_private_key(pub.parent / "missing.key")
+    old = pub.parent / "old.key"
+    old.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(InvalidInput, match="former ed25519 format is gone"):
+        load_private_key(old)
 
 
 def test_canonical_bytes_are_sorted_compact_ascii() -> None:
     assert canonical_bytes({"b": 1, "a": ["é", None]}) == b'{"a":["\\u00e9",null],"b":1}'
 
 
-def test_add_signature_replaces_its_own_key_and_keeps_the_others() -> None:
-    k1, k2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    doc = add_signature(None, b"data", k1)
-    doc = add_signature(doc, b"data", k2)
-    doc = add_signature(doc, b"data", k1)
-    ids = [e["keyid"] for e in doc["signatures"]]
-    assert ids == [key_id(k2.public_key()), key_id(k1.public_key())]
-    assert [kid for kid, _ in parse_signatures(canonical_bytes(doc))] == ids
-
-
-def test_parse_signatures_refuses_non_canonical_base64() -> None:
-    k = Ed25519PrivateKey.generate()
-    doc = add_signature(None, b"data", k)
-    sig = doc["signatures"][0]["sig"]
-    raw = base64.b64decode(sig)
-    # the last character before "==" carries 4 unused bits: another spelling of the same bytes
+def test_a_bundle_in_non_canonical_base64_is_a_bad_signature(
+    tmp_path: Path, keys: tuple[Path, Path, str], model: Path
+) -> None:
+    pkg = publish(model, "classifier", "1", keys[0], tmp_path / "reg", now=NOW)
+    for _ in range(50):  # an ECDSA signature's length varies: find one whose base64 has padding
+        doc = json.loads((pkg / "model.sig").read_text())
+        entry = doc["dsseEnvelope"]["signatures"][0]
+        if entry["sig"].endswith("="):
+            break
+        sign_package(pkg, keys[0])
+    sig = entry["sig"]
+    # the last character before "=" carries unused bits: another spelling of the same bytes
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    alt = sig[:-3] + alphabet[alphabet.index(sig[-3]) ^ 1] + "=="
-    assert base64.b64decode(alt) == raw and alt != sig
-    doc["signatures"][0]["sig"] = alt
-    with pytest.raises(IntegrityError) as info:
-        parse_signatures(canonical_bytes(doc))
+    last = len(sig.rstrip("=")) - 1
+    alt = sig[:last] + alphabet[alphabet.index(sig[last]) ^ 1] + sig[last + 1 :]
+    assert base64.b64decode(alt) == base64.b64decode(sig) and alt != sig
+    entry["sig"] = alt
+    policy = trusting([load_private_key(keys[0])])
+    with pytest.raises(IntegrityError, match="canonical base64") as info:
+        verify_bundle(json.dumps(doc).encode(), policy.keys, None, (), "trust")
     assert info.value.reason == "bad-signature"
 
 
@@ -107,11 +118,7 @@ def test_publish_writes_a_signed_package_that_a_device_authorizes(
         model, "classifier", "1", key, tmp_path / "reg", expires=NOW + timedelta(days=30), now=NOW
     )
     assert pkg == tmp_path / "reg" / "classifier" / "1"
-    assert sorted(p.name for p in pkg.iterdir()) == [
-        "manifest.json",
-        "manifest.json.sig",
-        "model.onnx",
-    ]
+    assert sorted(p.name for p in pkg.iterdir()) == ["manifest.json", "model.onnx", "model.sig"]
     assert (pkg / "model.onnx").read_bytes() == model.read_bytes()
     manifest = (pkg / "manifest.json").read_bytes()
     doc = json.loads(manifest)
@@ -139,7 +146,7 @@ def test_publish_writes_a_signed_package_that_a_device_authorizes(
         version="1",
         sha256=sha,
         manifest=manifest,
-        signature=(pkg / "manifest.json.sig").read_bytes(),
+        signature=(pkg / "model.sig").read_bytes(),
         now=NOW + timedelta(days=1),
     )
     assert auth.signed and auth.keyid == kid
@@ -170,7 +177,10 @@ def test_publish_completes_a_version_dir_that_has_no_signature_yet(
     shutil.copy(model, pkg / "model.onnx")
     (pkg / "golden.npz").write_bytes(b"kept")
     publish(model, "classifier", "1", keys[0], tmp_path / "reg", now=NOW)
-    assert (pkg / "manifest.json.sig").exists() and (pkg / "golden.npz").read_bytes() == b"kept"
+    assert (pkg / "model.sig").exists() and (pkg / "golden.npz").read_bytes() == b"kept"
+    signed = unverified_files((pkg / "model.sig").read_bytes())
+    assert sorted(signed) == ["golden.npz", "manifest.json", "model.onnx"]  # the whole package
+    assert signed["golden.npz"] == ("sha256", hashlib.sha256(b"kept").hexdigest())
 
 
 @pytest.mark.parametrize(
@@ -202,17 +212,23 @@ def test_publish_refuses_a_past_expiry_and_a_non_onnx_file(
     assert info.value.reason == "onnx-invalid"
 
 
-def test_sign_adds_a_second_signature_for_a_rollover(
+def test_re_signing_for_a_key_rotation_replaces_the_bundle_and_nothing_else(
     tmp_path: Path, keys: tuple[Path, Path, str], model: Path
 ) -> None:
     pkg = publish(model, "classifier", "1", keys[0], tmp_path / "reg", now=NOW)
-    new_key, _, new_kid = generate_keypair(tmp_path / "newkeys")
-    sig_path, kid = sign_manifest_file(pkg / "manifest.json", new_key)
-    assert (sig_path, kid) == (pkg / "manifest.json.sig", new_kid)
-    ids = [k for k, _ in parse_signatures(sig_path.read_bytes())]
-    assert ids == [keys[2], new_kid]
+    before = {p.name: p.read_bytes() for p in pkg.iterdir() if p.name != "model.sig"}
+    new_key_path, _, new_kid = generate_keypair(tmp_path / "newkeys")
+    assert sign_package(pkg, new_key_path) == pkg / "model.sig"
+    assert {p.name: p.read_bytes() for p in pkg.iterdir() if p.name != "model.sig"} == before
+    assert not list(pkg.parent.glob("*tmp*")), "no temp file left beside the package"
+    bundle = (pkg / "model.sig").read_bytes()
+    new_trust = trusting([load_private_key(new_key_path)])
+    assert verify_bundle(bundle, new_trust.keys, None, (), "t").keyid == new_kid
     parse_manifest((pkg / "manifest.json").read_bytes())  # untouched
-    bogus = tmp_path / "bogus.json"
-    bogus.write_text('{"kind": "nope"}')
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "manifest.json").write_text('{"kind": "nope"}')
     with pytest.raises(IntegrityError):
-        sign_manifest_file(bogus, new_key)
+        sign_package(bogus, new_key_path)
+    with pytest.raises(InvalidInput, match="needs one"):
+        sign_package(tmp_path, new_key_path)
