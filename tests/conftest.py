@@ -52,7 +52,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`make test-fast` leaves out every test that runs a daemon process."""
     for item in items:
         uses_daemon = "daemon" in getattr(item, "fixturenames", ())
-        # test_bad_yaml shares one module-scoped daemon among its tests
-        in_daemon_module = item.path.name == "test_bad_yaml.py"
-        if uses_daemon or in_daemon_module or item.path.parent.name in ("e2e", "crash"):
+        if uses_daemon or item.path.parent.name in ("e2e", "crash"):
             item.add_marker(pytest.mark.daemon)

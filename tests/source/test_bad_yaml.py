@@ -23,6 +23,9 @@ from tests.support.kit import Kit, write_text
 
 PRECISION_ERROR = "spec.runtime.precision: 'fp64' is not one of ['fp32', 'fp16', 'int8']"
 
+# One module-scoped daemon process serves every test here.
+pytestmark = pytest.mark.daemon
+
 
 @pytest.fixture(scope="module")
 def served_v1(kit: Kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
