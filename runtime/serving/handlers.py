@@ -35,7 +35,13 @@ from runtime.serving.inference import (
     no_model,
     no_such_version,
 )
-from runtime.serving.limits import RequestLimits, input_limits, too_many_values, widest
+from runtime.serving.limits import (
+    RequestLimits,
+    input_limits,
+    largest_shapes,
+    too_many_values,
+    widest,
+)
 from runtime.serving.metrics import Metrics
 from runtime.serving.mirror import Mirror
 from runtime.serving.responses import (
@@ -250,7 +256,7 @@ class InferenceService:
                 body, binary = _parse_body(body_bytes, header_length, limits)
             except TooLarge as e:
                 raise InferFailure("too-large", str(e)) from e
-            largest = {i.name: i.shape for i in input_limits(inst.session.inputs, inst.meta).inputs}
+            largest = largest_shapes(inst.session.inputs, inst.meta)
             session = inst.session
             return decode_request(body, session.inputs, session.outputs, binary, largest)
 

@@ -86,6 +86,11 @@ def largest_shape(spec: TensorInfo, declared_max: Any) -> tuple[int, ...] | None
     return tuple(m if d < 0 else d for d, m in zip(dims, maxes, strict=True))
 
 
+def largest_shapes(inputs: Iterable[TensorInfo], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Each input's largest allowed shape (None: unbounded), for the decoders' shape check."""
+    return {i.name: i.shape for i in input_limits(inputs, meta).inputs}
+
+
 def input_limits(inputs: Iterable[TensorInfo], meta: Mapping[str, Any]) -> RequestLimits:
     """The limits of one loaded version: its session's inputs and its `meta["input_max"]`."""
     declared = meta.get("input_max") or {}

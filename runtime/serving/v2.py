@@ -114,7 +114,7 @@ def _decode_inputs(
         _expect(name in declared, f"unknown input {name!r}; the model takes {sorted(declared)}")
         _expect(name not in feeds, f"input {name!r} given twice")
         size = _parameters(tensor, f"inputs[{i}]").get("binary_data_size")
-        _check_largest(tensor, name, largest.get(name))
+        check_largest(tensor.get("shape"), name, largest.get(name))
         if size is None:
             feeds[name] = _decode_tensor(tensor, declared[name])
             continue
@@ -201,10 +201,9 @@ def _decode_tensor(
     return array.reshape(shape)
 
 
-def _check_largest(tensor: dict[str, Any], name: str, largest: tuple[int, ...] | None) -> None:
+def check_largest(shape: Any, name: str, largest: tuple[int, ...] | None) -> None:
     """Refuse a shape over the deployment's declared max (checked again in `checked_shape`
-    for type and rank; here only what is comparable)."""
-    shape = tensor.get("shape")
+    for type and rank; here only what is comparable); gRPC's decoder checks with it too."""
     if largest is None or not isinstance(shape, list) or len(shape) != len(largest):
         return
     for axis, (got, most) in enumerate(zip(shape, largest, strict=True)):

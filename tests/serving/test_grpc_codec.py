@@ -111,3 +111,22 @@ def test_outputs_go_back_raw_little_endian_in_the_order_asked() -> None:
         ("a", "INT32", [3]),
     ]
     assert response.raw_output_contents[1] == np.arange(3, dtype="<i4").tobytes()
+
+
+def test_a_shape_over_the_deployments_max_is_refused_as_over_http() -> None:
+    spec = (TensorInfo("x", "FP32", (-1, 4)),)
+    largest = {"x": (8, 4)}
+
+    def request(batch: int) -> pb.ModelInferRequest:
+        array = np.zeros((batch, 4), np.float32)
+        req = pb.ModelInferRequest(model_name="m", raw_input_contents=[array.tobytes()])
+        req.inputs.add(name="x", datatype="FP32", shape=[batch, 4])
+        return req
+
+    assert decode_request(request(8), spec, OUTPUTS, largest).feeds["x"].shape == (8, 4)
+    try:
+        decode_request(request(9), spec, OUTPUTS, largest)
+    except BadRequest as e:
+        assert "dim 0 is 9" in str(e) and "shapes max" in str(e)
+    else:
+        raise AssertionError("a batch of 9 passed a max of 8")

@@ -13,13 +13,14 @@ the protocol, and never an error from inside the backend.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from tritonclient.grpc import service_pb2
 
 from runtime.backends.base import NUMPY_TO_V2, V2_TO_NUMPY, TensorInfo
-from runtime.serving.v2 import BadRequest, InferRequest, checked_shape
+from runtime.serving.v2 import BadRequest, InferRequest, check_largest, checked_shape
 
 # The typed field of InferTensorContents that carries each datatype (FP16: raw only).
 CONTENTS_FIELD = {
@@ -67,9 +68,10 @@ def decode_request(
     request: service_pb2.ModelInferRequest,
     inputs: tuple[TensorInfo, ...],
     outputs: tuple[TensorInfo, ...],
+    largest: Mapping[str, tuple[int, ...] | None] | None = None,
 ) -> InferRequest:
     """The request as feeds for a model with these inputs and outputs; BadRequest if it does
-    not fit them."""
+    not fit them. `largest`: each input's largest shape the deployment allows (shapes.max)."""
     _expect(request.inputs, "the request has no inputs")
     raw = request.raw_input_contents
     _expect(
@@ -91,6 +93,7 @@ def decode_request(
             f" {spec.datatype}",
         )
         shape = checked_shape(list(tensor.shape), spec)
+        check_largest(shape, name, (largest or {}).get(name))
         if raw:
             _expect(
                 not tensor.HasField("contents"),

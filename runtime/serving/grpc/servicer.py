@@ -27,6 +27,7 @@ from runtime.serving.extensions import REPOSITORY_REFUSAL
 from runtime.serving.grpc import codec
 from runtime.serving.handlers import EXTENSIONS, InferenceService
 from runtime.serving.inference import InferFailure, Kind, Tensors, no_model, no_such_version
+from runtime.serving.limits import largest_shapes
 from runtime.serving.model_config import model_config
 from runtime.serving.repository_index import repository_index
 from runtime.serving.slot import Instance
@@ -143,7 +144,8 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         name = request.model_name
 
         def decode(inst: Instance) -> InferRequest:
-            return codec.decode_request(request, inst.session.inputs, inst.session.outputs)
+            largest = largest_shapes(inst.session.inputs, inst.meta)
+            return codec.decode_request(request, inst.session.inputs, inst.session.outputs, largest)
 
         def encode(inst: Instance, req: InferRequest, outputs: Tensors) -> Any:
             return codec.encode_response(name, inst.version, req, outputs)
