@@ -39,6 +39,9 @@ class DaemonOptions:
     memory_budget: int | None = None  # bytes all loaded instances may use (None: no limit)
     trt_workspace: int | None = None  # TensorRT builder workspace (part of the cache key)
     trt_build_timeout: float | None = None  # seconds before an engine build is killed
+    probe_timeout: float = 60.0  # seconds a new model's first run in a child may take
+    probe_memory: int | None = None  # bytes it may map (None: from the model's size and shapes)
+    probe: bool = True  # run new models in a child first (reconciler.ops.probe)
     access_log: bool = False
 
 
@@ -108,6 +111,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     import uvicorn
 
     from reconciler.loop.controller import Controller
+    from reconciler.ops.probe import ProbeSettings
     from runtime import backends
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import create_app
@@ -132,6 +136,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         memory_budget=options.memory_budget,
         metrics=metrics,
         trust_dir=options.trust_dir,
+        probe=ProbeSettings(options.probe_timeout, options.probe_memory, options.probe),
     )
     app = create_app(
         repo,
@@ -193,5 +198,15 @@ def serve(daemon: Daemon) -> bool:
     try:
         server.run()
     finally:
-        daemon.controller.stop()
+        if not daemon.controller.stop():
+            _exit_now(EXIT_OK if server.started else EXIT_FAILURE)
     return bool(server.started)
+
+
+def _exit_now(code: int) -> None:
+    """A step still runs after the stop's deadline (an inference in the serving process that
+    does not end): exit without waiting for its thread, as a bounded SIGTERM promises. Every
+    journal record is committed as it is written, so nothing durable is lost."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

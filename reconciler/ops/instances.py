@@ -23,11 +23,12 @@ from reconciler.ops.backends import Backends
 from reconciler.ops.background import Background, heavy
 from reconciler.ops.memory import MemoryPlanner, memory_need
 from reconciler.ops.prepare import Preparer
+from reconciler.ops.probe import Prober
 from reconciler.ops.rollout import RolloutProgress
 from reconciler.state import queries
 from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
-from reconciler.state.records import RestoreDone, SwapDone
+from reconciler.state.records import RestoreDone, SwapDone, WarmDone
 from reconciler.verify.health import health_check, warm_up
 from runtime.backends import BackendError
 from runtime.serving.slot import Instance, ModelSlot, Repository
@@ -49,6 +50,7 @@ class Instances:
         progress: RolloutProgress,
         background: Background,
         threads: int | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self.repo = repo
         self.journal = journal
@@ -59,6 +61,7 @@ class Instances:
         self.progress = progress
         self.background = background
         self.threads = threads  # inference threads per session (None: the backend's default)
+        self.prober = prober or Prober(journal)
 
     def load(self, spec: ModelSpec, key: str, artifact: Path | None = None) -> Instance:
         artifact = artifact or self.prepare.artifact(spec, key)
@@ -94,22 +97,20 @@ class Instances:
     def warm(self, spec: ModelSpec, key: str) -> Detail:
         artifact = self.prepare.artifact(spec, key)
         backend = self.backends.get(spec.backend)
+        # First in a child, under limits, before anything is unloaded to make room for it.
+        inputs = self.prepare.verified(spec).inputs
+        probe = self.prober.probe(spec, key, artifact, inputs, self.threads)
         sequential = self.memory.make_room(spec, backend, artifact)
         inst = self.load(spec, key, artifact)
         try:
+            crashpoint("warm:inference")
             warm_up(spec, inst.session)
         except BaseException:
             inst.retire()
             raise
         self.progress.clear(spec.name)  # a new candidate has passed nothing yet
         self.repo.slot(spec.name).set_candidate(inst)
-        detail: dict[str, Any] = {
-            "iterations": spec.health.warmup_iterations,
-            "memory": inst.meta["memory"],
-        }
-        if sequential:
-            detail["sequential"] = True
-        return detail
+        return WarmDone(spec.health.warmup_iterations, inst.meta["memory"], sequential, key, probe)
 
     @heavy
     def health_check(self, spec: ModelSpec) -> Detail:

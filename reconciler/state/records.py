@@ -43,11 +43,12 @@ from reconciler.state.operator_records import (
     OverrideSet,
     RetryRequested,
 )
+from reconciler.state.probe_records import WarmDone
 
 __all__ = [
     "Body", "BuildDone", "Entry", "FetchDone", "OverrideCleared", "OverrideRefused",
     "OverrideSet", "Raw", "RestoreBegun", "RestoreDone", "RestoreFailed", "RetryRequested",
-    "RevertBegun", "StepBegun", "StepFailed", "SwapDone", "parse",
+    "RevertBegun", "StepBegun", "StepFailed", "SwapDone", "WarmDone", "parse",
 ]  # fmt: skip
 
 
@@ -275,13 +276,14 @@ class RestoreFailed(Typed):
 Body = (
     StepBegun | RevertBegun | FetchDone | BuildDone | SwapDone | StepFailed | RestoreBegun
     | RestoreDone | RestoreFailed | OverrideSet | OverrideCleared | OverrideRefused
-    | RetryRequested | Raw
+    | RetryRequested | WarmDone | Raw
 )  # fmt: skip
 
 _BY_STEP_AND_PHASE: dict[tuple[str, str], Any] = {
     (StepName.FETCH.value, Phase.DONE.value): FetchDone,
     (StepName.BUILD.value, Phase.DONE.value): BuildDone,
     (StepName.SWAP.value, Phase.DONE.value): SwapDone,
+    (StepName.WARM.value, Phase.DONE.value): WarmDone,
     (StepName.RESTORE.value, Phase.BEGIN.value): RestoreBegun,
     (StepName.RESTORE.value, Phase.DONE.value): RestoreDone,
     (StepName.RESTORE.value, Phase.FAILED.value): RestoreFailed,
