@@ -109,6 +109,7 @@ REASONS: dict[str, Reason] = _table(
     ("probe-memory", Q, "the first inference needed more memory than the probe's limit"),
     ("probe-crashed", Q, "the process running the first inference died (a crash, an OOM kill)"),
     ("probe-failed", Q, "the first inference failed in the probe"),
+    ("warmup-timeout", Q, "warm-up or the health check did not end within the probe's time limit"),
     (CRASH_LOOP, Q, "the daemon died in the same step of this version at several boots in a row"),
     ("golden-missing", Q, "the golden file named by desired state is missing"),
     ("golden-invalid", Q, "the golden file cannot be read"),

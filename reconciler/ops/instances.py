@@ -104,7 +104,8 @@ class Instances:
         inst = self.load(spec, key, artifact)
         try:
             crashpoint("warm:inference")
-            warm_up(spec, inst.session)
+            with self.prober.bounded(spec, inst.session, "warm-up"):
+                warm_up(spec, inst.session)
         except BaseException:
             inst.retire()
             raise
@@ -120,7 +121,8 @@ class Instances:
                 f"health-check {spec.name} v{spec.version}: no candidate loaded",
                 reason="no-candidate",
             )
-        report = health_check(spec, cand.session)
+        with self.prober.bounded(spec, cand.session, "health-check"):
+            report = health_check(spec, cand.session)
         cand.healthy = True
         return report.to_json()
 

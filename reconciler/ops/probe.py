@@ -17,9 +17,10 @@ next version, nor a shutdown.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class Prober:
         self.settings = settings or ProbeSettings()
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, Probe]] = {}  # model -> (desired digest, probe)
+        self._bounded: dict[int, Callable[[str], None]] = {}  # in-process runs: their cut-off
         self._stopping = False
 
     def limits_for(self, spec: ModelSpec, artifact: Path, inputs: Sequence[Tensor]) -> ProbeLimits:
@@ -136,12 +138,68 @@ class Prober:
         return [model for model, _ in stale]
 
     def stop(self) -> None:
-        """The daemon is stopping: kill every probe in flight, and any started from now on."""
+        """The daemon is stopping: kill every probe in flight, and any started from now on,
+        and end the in-process runs of candidates being warmed or checked."""
         with self._lock:
             self._stopping = True
             running = [probe for _, probe in self._running.values()]
+            cut_offs = list(self._bounded.values())
         for probe in running:
             probe.abandon("the daemon is stopping")
+        for cut_off in cut_offs:
+            cut_off(STOPPING)
+
+    @contextlib.contextmanager
+    def bounded(self, spec: ModelSpec, session: object, what: str) -> Iterator[None]:
+        """A candidate's runs in the serving process (warm-up, health check) end within the
+        probe's time limit: past it, or when the daemon stops, its session is terminated
+        (ONNX Runtime's `RunOptions.terminate`) and the step fails. A session that cannot be
+        terminated (another backend's) runs unbounded."""
+        terminate = getattr(session, "terminate", None)
+        if terminate is None or not self.settings.enabled:
+            yield
+            return
+        why: list[str] = []  # set once, under the lock: why the runs were cut off
+        state = {"done": False}
+
+        def cut_off(reason: str) -> None:
+            with self._lock:
+                if state["done"] or why:
+                    return
+                why.append(reason)
+            terminate()
+
+        timer = threading.Timer(self.settings.timeout_s, cut_off, args=("warmup-timeout",))
+        timer.daemon = True
+        with self._lock:
+            self._bounded[id(session)] = cut_off
+        if self._stopping:
+            cut_off(STOPPING)
+        timer.start()
+        try:
+            try:
+                yield
+            finally:
+                timer.cancel()
+                with self._lock:
+                    state["done"] = True
+                    self._bounded.pop(id(session), None)
+        except Exception as e:
+            if why:
+                raise self._cut_short(spec, what, why[0]) from e
+            raise
+        if why:  # cut off as the runs ended: the session is terminated for good
+            raise self._cut_short(spec, what, why[0])
+
+    def _cut_short(self, spec: ModelSpec, what: str, why: str) -> Exception:
+        where = f"{what} {spec.name} v{spec.version}"
+        if why == STOPPING:
+            return TransientError(f"{where}: cut short, the daemon is stopping", reason=STOPPING)
+        return RuntimeFailure(
+            f"{where}: the runs in the serving process did not end within"
+            f" {self.settings.timeout_s:g} s; they were terminated",
+            reason=why,
+        )
 
     def _failure(self, spec: ModelSpec, e: BackendError) -> Exception:
         where = f"warm {spec.name} v{spec.version}"

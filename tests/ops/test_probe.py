@@ -8,18 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
 from reconciler.core.desired import ModelSpec, RetentionSpec
+from reconciler.core.errors import RuntimeFailure, TransientError
 from reconciler.core.outcome import Failed
-from reconciler.core.reasons import SUPERSEDED
+from reconciler.core.reasons import STOPPING, SUPERSEDED
 from reconciler.ops.backends import Backends
-from reconciler.ops.probe import MEMORY_FLOOR, ProbeSettings, default_memory
+from reconciler.ops.probe import MEMORY_FLOOR, Prober, ProbeSettings, default_memory
 from reconciler.state.records import Entry, WarmDone
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from tests.support.harness import Device
-from tests.support.hostile_models import publish_hostile
+from tests.support.hostile_models import hanging_model, publish_hostile
 from tests.support.tiny_models import TinyRegistry
 
 NO_STANDBY = RetentionSpec(keep_standby=False)
@@ -86,3 +88,26 @@ def test_a_probe_no_longer_wanted_is_abandoned_not_quarantined(dev: Device) -> N
 def test_the_default_memory_limit_grows_with_the_model_and_its_inputs() -> None:
     assert default_memory(0, 0) == MEMORY_FLOOR
     assert default_memory(100 << 20, 1 << 20) == MEMORY_FLOOR + (400 << 20) + (64 << 20)
+
+
+def _hanging_session(tmp_path: Path) -> Any:
+    return OnnxRuntimeBackend().load(hanging_model(tmp_path / "hang.onnx", "2"))
+
+
+def test_runs_in_the_serving_process_are_cut_off_past_the_limit(
+    dev: Device, tmp_path: Path
+) -> None:
+    prober = Prober(dev.journal, ProbeSettings(timeout_s=0.5))
+    session, spec = _hanging_session(tmp_path), _spec(dev, "2")
+    with pytest.raises(RuntimeFailure) as e, prober.bounded(spec, session, "warm-up"):
+        session.infer({"x": np.ones((1, 4), np.float32)})
+    assert e.value.reason == "warmup-timeout" and "0.5 s" in e.value.message
+
+
+def test_stopping_ends_runs_in_the_serving_process(dev: Device, tmp_path: Path) -> None:
+    prober = Prober(dev.journal, ProbeSettings(timeout_s=60))
+    session, spec = _hanging_session(tmp_path), _spec(dev, "2")
+    threading.Timer(0.3, prober.stop).start()
+    with pytest.raises(TransientError) as e, prober.bounded(spec, session, "health-check"):
+        session.infer({"x": np.ones((1, 4), np.float32)})
+    assert e.value.reason == STOPPING
