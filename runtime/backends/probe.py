@@ -80,6 +80,8 @@ class Probe:
             "threads": threads,
             "runs": runs,
             "memory_bytes": limits.memory_bytes,
+            "parent": os.getpid(),
+            "deadline_s": limits.timeout_s + 10,  # the child's own, should the daemon be gone
         }
         self._abandoned = threading.Event()
         self._why = ""
