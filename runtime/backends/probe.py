@@ -102,9 +102,10 @@ class Probe:
 
     def _run_child(self, work: Path) -> tuple[int, str | None]:
         """The child's exit status, and why it was killed (None when it ended by itself)."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p
-        )}  # fmt: skip
+        path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        # glibc reserves 64 MiB of address space per malloc arena, up to 8 per core: under an
+        # address-space limit that would count against the model on a many-core device.
+        env = {**os.environ, "PYTHONPATH": path, "MALLOC_ARENA_MAX": "2"}
         with (work / "stderr.log").open("wb") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "runtime.backends.probe_child", str(work)],
