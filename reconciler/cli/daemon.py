@@ -204,9 +204,14 @@ def serve(daemon: Daemon) -> bool:
 
 
 def _exit_now(code: int) -> None:
-    """A step still runs after the stop's deadline (an inference in the serving process that
-    does not end): exit without waiting for its thread, as a bounded SIGTERM promises. Every
-    journal record is committed as it is written, so nothing durable is lost."""
+    """A step still runs after the stop's deadline (an engine build, an inference that does
+    not end): exit without waiting for its thread, as a bounded SIGTERM promises, and without
+    leaving a build process behind. Every journal record is committed as it is written, so
+    nothing durable is lost."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # a TensorRT build: it would outlive us
+        child.kill()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
