@@ -4,8 +4,9 @@ The warm, health-check, swap, revert and unload steps come here (through `Operat
 does startup restore. Every instance is loaded from a verified, built artifact (`Preparer`),
 after memory planning made room (`MemoryPlanner`), and carries in its meta what the control
 plane needs to recognise it again (sha256, build key, desired digest, who authorised it, its
-memory). What a candidate passed of its rollout lives in `RolloutProgress`, cleared here
-whenever the candidate changes. The revert of a sequential swap reads the journal for the last
+memory). A new model's first run happens in a child process before it is loaded here, and its
+runs here are bounded in time (`Prober`, reconciler.ops.probe). What a candidate passed of its
+rollout lives in `RolloutProgress`, cleared here whenever the candidate changes. The revert of a sequential swap reads the journal for the last
 promoted version (kept here, in one place, until the journal has a typed query module).
 """
 
