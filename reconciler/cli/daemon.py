@@ -39,6 +39,9 @@ class DaemonOptions:
     memory_budget: int | None = None  # bytes all loaded instances may use (None: no limit)
     trt_workspace: int | None = None  # TensorRT builder workspace (part of the cache key)
     trt_build_timeout: float | None = None  # seconds before an engine build is killed
+    probe_timeout: float = 60.0  # seconds a new model's first run in a child may take
+    probe_memory: int | None = None  # bytes it may map (None: from the model's size and shapes)
+    probe: bool = True  # run new models in a child first (reconciler.ops.probe)
     access_log: bool = False
     grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
     strict_readiness: bool = False  # ready only while every desired model serves
@@ -112,6 +115,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     import uvicorn
 
     from reconciler.loop.controller import Controller
+    from reconciler.ops.probe import ProbeSettings
     from runtime import backends
     from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
     from runtime.serving.metrics import Metrics
@@ -138,6 +142,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         metrics=metrics,
         trust_dir=options.trust_dir,
         strict_readiness=options.strict_readiness,
+        probe=ProbeSettings(options.probe_timeout, options.probe_memory, options.probe),
     )
     service = inference_service(
         repo,
@@ -216,7 +221,8 @@ def serve(daemon: Daemon) -> bool:
     finally:
         if daemon.grpc is not None:
             daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
-        daemon.controller.stop()
+        if not daemon.controller.stop():
+            _exit_now(EXIT_OK if server.started else EXIT_FAILURE)
     return bool(server.started)
 
 
@@ -232,3 +238,17 @@ def _start_grpc(daemon: Daemon) -> bool:
         structlog.get_logger("hotswap").error("grpc.listen-failed", error=str(e))
         return False
     return True
+
+
+def _exit_now(code: int) -> None:
+    """A step still runs after the stop's deadline (an engine build, an inference that does
+    not end): exit without waiting for its thread, as a bounded SIGTERM promises, and without
+    leaving a build process behind. Every journal record is committed as it is written, so
+    nothing durable is lost."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():  # a TensorRT build: it would outlive us
+        child.kill()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

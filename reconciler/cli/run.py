@@ -139,6 +139,7 @@ def _add_resource_options(run: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="kill a TensorRT engine build that runs longer (default 1800)",
     )
+    _add_probe_options(run)
     run.add_argument(
         "--threads",
         type=int,
@@ -146,6 +147,33 @@ def _add_resource_options(run: argparse.ArgumentParser) -> None:
         help="ONNX Runtime intra-op threads per model instance (default: %(default)s; the worker"
         " pool gives parallelism across requests, so versions loaded side by side during a swap"
         " never oversubscribe the cores; raise it for large models served one request at a time)",
+    )
+
+
+def _add_probe_options(run: argparse.ArgumentParser) -> None:
+    """Limits of a new model's first run, probed in a child process (docs/probe.md)."""
+    run.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a new model's first inferences, run in a child process before it is loaded, are"
+        " killed after this long and the version quarantined (probe-timeout; default %(default)s)",
+    )
+    run.add_argument(
+        "--probe-memory",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="memory the model may take in that child, e.g. 2G (default: 1G + 4x the model +"
+        " 64x its largest input at shapes.max); more is refused and the version quarantined"
+        " (probe-memory)",
+    )
+    run.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="load new models in the serving process without probing them in a child first",
     )
 
 
@@ -171,6 +199,9 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         memory_budget=args.memory_budget,
         trt_workspace=args.trt_workspace,
         trt_build_timeout=args.trt_build_timeout,
+        probe_timeout=args.probe_timeout,
+        probe_memory=args.probe_memory,
+        probe=args.probe,
         access_log=args.access_log,
         grpc_listen=args.grpc_listen,
         strict_readiness=args.strict_readiness,

@@ -35,6 +35,9 @@ class Next(Name):
 UNEXPECTED_BUDGET = 3  # attempts of a step that raised something unexpected, before quarantine
 UNEXPECTED = "unexpected"
 SUPERSEDED = "superseded"
+STOPPING = "stopping"
+CRASH_LOOP = "crash-loop"
+CRASH_LOOP_BOOTS = 3  # boots that found the same step of a digest begun and never ended
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ REASONS: dict[str, Reason] = _table(
     ("no-candidate", R, "the candidate this step needs is not loaded (it is warmed again)"),
     ("transient", R, "a temporary failure"),
     (SUPERSEDED, R, "desired state or an operator moved on while the step was waiting"),
+    (STOPPING, R, "the daemon was stopping: the step was cut short, and is run again at start"),
     # damage to local state: repaired, never held against the version
     ("blob-missing", P, "the stored model is gone from the store; it is fetched again"),
     ("store-damaged", P, "the stored model no longer matches its sha256; it is fetched again"),
@@ -108,6 +112,13 @@ REASONS: dict[str, Reason] = _table(
     ("health-golden-mismatch", Q, "outputs differ from the golden outputs beyond atol"),
     ("health-latency", Q, "slower than the health check's max_latency_ms"),
     ("health-infer-failed", Q, "inference failed during the health check"),
+    # a new model's first run, contained in a child process (runtime.backends.probe)
+    ("probe-timeout", Q, "the first inference did not finish within the probe's time limit"),
+    ("probe-memory", Q, "the first inference needed more memory than the probe's limit"),
+    ("probe-crashed", Q, "the process running the first inference died (a crash, an OOM kill)"),
+    ("probe-failed", Q, "the first inference failed in the probe"),
+    ("warmup-timeout", Q, "warm-up or the health check did not end within the probe's time limit"),
+    (CRASH_LOOP, Q, "the daemon died in the same step of this version at several boots in a row"),
     ("golden-missing", Q, "the golden file named by desired state is missing"),
     ("golden-invalid", Q, "the golden file cannot be read"),
     ("source-invalid", Q, "desired state's source cannot be used"),

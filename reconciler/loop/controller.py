@@ -13,7 +13,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
 
 import structlog
@@ -25,6 +26,7 @@ from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
 from reconciler.core.steps import AnyStep
 from reconciler.loop.conditions import publish_conditions
+from reconciler.loop.crashloop import quarantine_crash_loops
 from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.readiness import Readiness
@@ -34,6 +36,7 @@ from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
 from reconciler.ops.credentials import CredentialsError, load_credentials
+from reconciler.ops.probe import ProbeSettings
 from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
@@ -44,6 +47,8 @@ from runtime.serving.metrics import Metrics
 from runtime.serving.slot import Repository
 
 log = structlog.get_logger("hotswap.controller")
+
+STOP_TIMEOUT_S = 8.0  # how long `stop` waits for the steps in flight
 
 
 class Controller:
@@ -63,6 +68,7 @@ class Controller:
         strict_readiness: bool = False,
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
+        probe: ProbeSettings | None = None,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -88,6 +94,7 @@ class Controller:
             on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
             on_rollout_event=self.judge_now,  # a candidate failed a request
             on_store_damaged=lambda model, kind: metrics.store_damaged.labels(model, kind).inc(),
+            probe=probe,  # limits of a new model's first run, in a child process
         )
         self.quarantine = Quarantine()  # written by the executor only
         self.executor = Executor(self.ctx, metrics, self.quarantine)
@@ -115,6 +122,8 @@ class Controller:
     def _make_threads(self, workers: int) -> None:
         """The model workers, the loop thread and the watcher; `start()` starts the last two."""
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-model")
+        self._in_flight: set[Future[None]] = set()  # the workers' runs, for a bounded stop
+        self._in_flight_lock = threading.Lock()
         self._loop_thread = threading.Thread(
             target=self._loop, name="hotswap-reconcile", daemon=True
         )
@@ -133,6 +142,7 @@ class Controller:
             log.warning("recover.removed-temp", path=str(leftover))
         self.refresh_trust()
         if restore:
+            quarantine_crash_loops(self.journal)  # before any step of this boot is begun
             self.readiness.served_before(self.executor.restore_all())
         self.operator.load(trusted=restore)
         self.restored = True
@@ -142,13 +152,34 @@ class Controller:
         self._watcher.start()
         self._loop_thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Stop within `timeout_s` whatever a step is doing: a probe in flight is killed (its
+        step ends `failed`, `stopping`), then the steps in flight are waited for. False when one
+        was still running at the deadline: the caller must then exit without waiting for it."""
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
+        self.ctx.stopping()
         self._watcher.stop()
-        self._loop_thread.join(timeout=10)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._loop_thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._in_flight_lock:
+            in_flight = list(self._in_flight)
+        _, running = wait_for_futures(in_flight, timeout=max(0.1, deadline - time.monotonic()))
+        if running:
+            log.error("shutdown.steps-still-running", count=len(running), waited_s=timeout_s)
+            return False
         self.ctx.shutdown()
+        return True
+
+    def _track(self, future: Future[None]) -> None:
+        def untrack(done: Future[None]) -> None:
+            with self._in_flight_lock:
+                self._in_flight.discard(done)
+
+        with self._in_flight_lock:
+            self._in_flight.add(future)
+        future.add_done_callback(untrack)
 
     def wake(self) -> None:
         self._wake.set()
@@ -200,6 +231,8 @@ class Controller:
         self.planned = planned
         specs = [*planned.models.values(), *desired.models.values()]
         self.ctx.pin(specs)
+        # a candidate still being probed that is no longer wanted is abandoned, not waited for
+        self.ctx.abandon_unwanted({m: s.digest for m, s in planned.models.items()})
         observed = self.observe()
         steps = plan(planned, observed)
         self.passes += 1
@@ -218,9 +251,10 @@ class Controller:
                 steps=[str(s) for s in model_steps],
                 planned_in_ms=round((now - pass_started) * 1000, 1),
             )
-            self._pool.submit(
+            future = self._pool.submit(
                 self._work, model, model_steps, planned.models.get(model), desired.revision
             )
+            self._track(future)
         self.write_status()
         return steps
 

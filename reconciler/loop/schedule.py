@@ -16,6 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from reconciler.core.outcome import Failed, Outcome, Wait
+from reconciler.core.reasons import SUPERSEDED
 
 log = structlog.get_logger("hotswap.schedule")
 
@@ -65,6 +66,8 @@ class Schedule:
                 case Wait(after_s=after):
                     self._due[model] = self._clock() + after
                     self._backoff.pop(model, None)
+                case Failed(reason=reason) if reason == SUPERSEDED:
+                    self._backoff.pop(model, None)  # what replaced it is due now, not later
                 case Failed() as failed if not failed.quarantines:
                     self._back_off(model, failed.reason, str(failed.next))
                 case None:

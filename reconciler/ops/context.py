@@ -40,6 +40,7 @@ from reconciler.ops.instances import Instances
 from reconciler.ops.memory import MemoryPlanner
 from reconciler.ops.observe import NOTHING, Observer
 from reconciler.ops.prepare import Preparer
+from reconciler.ops.probe import Prober, ProbeSettings
 from reconciler.ops.repair import StoreRepair
 from reconciler.ops.retention import Retention
 from reconciler.ops.rollout import RolloutProgress, Rollouts
@@ -67,13 +68,15 @@ class Operations:
         on_progress: Callable[[], None] | None = None,
         on_rollout_event: Callable[[str], None] | None = None,
         on_store_damaged: Callable[[str, str], None] | None = None,
+        probe: ProbeSettings | None = None,
     ) -> None:
         """`policy`: the device's trust policy (from its trust dir, never from desired state).
         `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
         `clock`: monotonic seconds, for rollout stages and the sequential-swap window.
         `on_progress()`: a download advanced (at most once a second), for the status writer.
         `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
-        `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric)."""
+        `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric).
+        `probe`: the limits of a new model's first run in a child (reconciler.ops.probe)."""
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
@@ -96,6 +99,7 @@ class Operations:
         self.memory = MemoryPlanner(repo, memory_budget, clock)
         self.rollout_progress = RolloutProgress()
         self.rollouts = Rollouts(repo, self.rollout_progress, clock, on_rollout_event)
+        self.prober = Prober(journal, probe)
         self.instances = Instances(
             repo,
             journal,
@@ -106,6 +110,7 @@ class Operations:
             self.rollout_progress,
             self.background,
             threads,
+            self.prober,
         )
         self.retention = Retention(self.store, self.artifacts, repo, journal, self.backends)
         self.observer = Observer(
@@ -193,5 +198,14 @@ class Operations:
     def _read_document(self, url: str, *, allow_http: bool = False) -> bytes:
         return fetch_bytes(url, allow_http=allow_http, credentials=self.prepare.credentials)
 
+    def abandon_unwanted(self, wanted: Mapping[str, str]) -> list[str]:
+        """Kill the probes of deployments no longer wanted (model -> desired digest)."""
+        return self.prober.abandon_unwanted(wanted)
+
+    def stopping(self) -> None:
+        """The daemon is stopping: cut short what may run long (a probe in flight)."""
+        self.prober.stop()
+
     def shutdown(self) -> None:
+        self.prober.stop()
         self.background.shutdown()

@@ -4,8 +4,9 @@ The warm, health-check, swap, revert and unload steps come here (through `Operat
 does startup restore. Every instance is loaded from a verified, built artifact (`Preparer`),
 after memory planning made room (`MemoryPlanner`), and carries in its meta what the control
 plane needs to recognise it again (sha256, build key, desired digest, who authorised it, its
-memory). What a candidate passed of its rollout lives in `RolloutProgress`, cleared here
-whenever the candidate changes. The revert of a sequential swap reads the journal for the last
+memory). A new model's first run happens in a child process before it is loaded here, and its
+runs here are bounded in time (`Prober`, reconciler.ops.probe). What a candidate passed of its
+rollout lives in `RolloutProgress`, cleared here whenever the candidate changes. The revert of a sequential swap reads the journal for the last
 promoted version (kept here, in one place, until the journal has a typed query module).
 """
 
@@ -26,11 +27,12 @@ from reconciler.ops.backends import Backends
 from reconciler.ops.background import Background, heavy
 from reconciler.ops.memory import MemoryPlanner, memory_need
 from reconciler.ops.prepare import Preparer
+from reconciler.ops.probe import Prober
 from reconciler.ops.rollout import RolloutProgress
 from reconciler.state import queries
 from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
-from reconciler.state.records import RestoreDone, SwapDone
+from reconciler.state.records import RestoreDone, SwapDone, WarmDone
 from reconciler.verify.health import health_check, warm_up
 from runtime.backends import BackendError
 from runtime.serving.slot import Instance, ModelSlot, Repository
@@ -54,6 +56,7 @@ class Instances:
         progress: RolloutProgress,
         background: Background,
         threads: int | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self.repo = repo
         self.journal = journal
@@ -64,6 +67,7 @@ class Instances:
         self.progress = progress
         self.background = background
         self.threads = threads  # inference threads per session (None: the backend's default)
+        self.prober = prober or Prober(journal)
 
     def load(self, spec: ModelSpec, key: str, artifact: Path | None = None) -> Instance:
         """Load `artifact` (by default the verified, built one) as an instance of `spec`."""
@@ -104,22 +108,21 @@ class Instances:
     def warm(self, spec: ModelSpec, key: str) -> Detail:
         artifact = self.prepare.artifact(spec, key)
         backend = self.backends.get(spec.backend)
+        # First in a child, under limits, before anything is unloaded to make room for it.
+        inputs = self.prepare.verified(spec).inputs
+        probe = self.prober.probe(spec, key, artifact, inputs, self.threads)
         sequential = self.memory.make_room(spec, backend, artifact)
         inst = self.load(spec, key, artifact)
         try:
-            warm_up(spec, inst.session)
+            crashpoint("warm:inference")
+            with self.prober.bounded(spec, inst.session, "warm-up"):
+                warm_up(spec, inst.session)
         except BaseException:
             inst.retire()
             raise
         self.progress.clear(spec.name)  # a new candidate has passed nothing yet
         self.repo.slot(spec.name).set_candidate(inst)
-        detail: dict[str, Any] = {
-            "iterations": spec.health.warmup_iterations,
-            "memory": inst.meta["memory"],
-        }
-        if sequential:
-            detail["sequential"] = True
-        return detail
+        return WarmDone(spec.health.warmup_iterations, inst.meta["memory"], sequential, key, probe)
 
     @heavy
     def health_check(self, spec: ModelSpec) -> Detail:
@@ -129,7 +132,8 @@ class Instances:
                 f"health-check {spec.name} v{spec.version}: no candidate loaded",
                 reason="no-candidate",
             )
-        report = health_check(spec, cand.session)
+        with self.prober.bounded(spec, cand.session, "health-check"):
+            report = health_check(spec, cand.session)
         cand.healthy = True
         return report.to_json()
 

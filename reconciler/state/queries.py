@@ -29,6 +29,7 @@ from reconciler.state.records import (
     Raw,
     StepFailed,
     SwapDone,
+    WarmDone,
 )
 
 
@@ -191,3 +192,73 @@ def last_per_model(records: Iterable[Record]) -> dict[str, Entry]:
     for rec in records:
         latest[rec.model] = rec
     return {model: Entry.of(rec) for model, rec in latest.items()}
+
+
+# -- contained first runs (reconciler.ops.probe, reconciler.loop.crashloop) ----------------------
+def probed(records: Iterable[Record], model: str) -> dict[tuple[str, str], int]:
+    """(desired digest, build key) of each deployment of `model` whose probe passed -> the seq
+    of the warm that says so: what need not be probed again."""
+    found: dict[tuple[str, str], int] = {}
+    for entry in entries(r for r in records if r.model == model):
+        body = entry.body
+        if isinstance(body, WarmDone) and body.probe is not None and body.build_key:
+            digest = entry.rec.desired_digest or ""
+            found.setdefault((digest, body.build_key), entry.rec.seq)
+    return found
+
+
+# The steps that run the model's own code in the daemon: dying in one of them, boot after boot,
+# is the model's doing. A kill in any other step (a fetch, a swap) says nothing about the model.
+RUNS_THE_MODEL = frozenset({StepName.BUILD.value, StepName.WARM.value, StepName.HEALTH_CHECK.value})
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A step of one deployment that boots in a row found begun and never ended."""
+
+    model: str
+    step: str
+    digest: str
+    boots: int
+    last: Record  # the begin record of the latest interrupted attempt
+
+
+def interrupted(records: Iterable[Record]) -> dict[tuple[str, str], Interrupted]:
+    """Per (model, desired digest), its step in `RUNS_THE_MODEL` that was begun and never ended,
+    and how many times in a row that happened: a begin followed by another of the same model
+    (the daemon started again) or by the end of the journal.
+
+    The count restarts when that step of that digest ends (done or failed), when the digest is
+    promoted, or at an operator's `hotswap retry`. Called at startup, before anything is begun.
+    """
+    counts: dict[tuple[str, str], Interrupted] = {}
+    open_begin: dict[str, Record] = {}
+    for rec in records:
+        if rec.phase == Phase.BEGIN:
+            if rec.model in open_begin:
+                _count(counts, open_begin[rec.model])
+            open_begin[rec.model] = rec
+            continue
+        begun = open_begin.pop(rec.model, None)
+        if begun is not None and begun.step != rec.step:
+            open_begin[rec.model] = begun  # an event between a step's begin and its end
+        if rec.phase == Phase.DONE and rec.step in (StepName.SWAP, Event.RETRY):
+            for key in [k for k in counts if k[0] == rec.model]:
+                if rec.step == Event.RETRY or key[1] == rec.desired_digest:
+                    counts.pop(key)
+        elif rec.step in RUNS_THE_MODEL and rec.desired_digest:
+            held = counts.get((rec.model, rec.desired_digest))
+            if held is not None and held.step == rec.step:
+                counts.pop((rec.model, rec.desired_digest))
+    for begun in open_begin.values():
+        _count(counts, begun)
+    return counts
+
+
+def _count(counts: dict[tuple[str, str], Interrupted], begun: Record) -> None:
+    if begun.step not in RUNS_THE_MODEL or not begun.desired_digest:
+        return
+    key = (begun.model, begun.desired_digest)
+    before = counts.get(key)
+    boots = before.boots + 1 if before is not None and before.step == begun.step else 1
+    counts[key] = Interrupted(begun.model, begun.step, begun.desired_digest, boots, begun)

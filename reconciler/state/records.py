@@ -43,12 +43,13 @@ from reconciler.state.operator_records import (
     OverrideSet,
     RetryRequested,
 )
+from reconciler.state.probe_records import WarmDone
 from reconciler.state.store_records import Refetched, StoreDamaged
 
 __all__ = [
     "Body", "BuildDone", "Entry", "FetchDone", "OverrideCleared", "OverrideRefused",
     "OverrideSet", "Raw", "Refetched", "RestoreBegun", "RestoreDone", "RestoreFailed", "RetryRequested",
-    "RevertBegun", "StepBegun", "StepFailed", "StoreDamaged", "SwapDone", "parse",
+    "RevertBegun", "StepBegun", "StepFailed", "StoreDamaged", "SwapDone", "WarmDone", "parse",
 ]  # fmt: skip
 
 
@@ -281,13 +282,14 @@ class RestoreFailed(Typed):
 Body = (
     StepBegun | RevertBegun | FetchDone | BuildDone | SwapDone | StepFailed | RestoreBegun
     | RestoreDone | RestoreFailed | OverrideSet | OverrideCleared | OverrideRefused
-    | RetryRequested | StoreDamaged | Refetched | Raw
+    | RetryRequested | StoreDamaged | Refetched | WarmDone | Raw
 )  # fmt: skip
 
 _BY_STEP_AND_PHASE: dict[tuple[str, str], Any] = {
     (StepName.FETCH.value, Phase.DONE.value): FetchDone,
     (StepName.BUILD.value, Phase.DONE.value): BuildDone,
     (StepName.SWAP.value, Phase.DONE.value): SwapDone,
+    (StepName.WARM.value, Phase.DONE.value): WarmDone,
     (StepName.RESTORE.value, Phase.BEGIN.value): RestoreBegun,
     (StepName.RESTORE.value, Phase.DONE.value): RestoreDone,
     (StepName.RESTORE.value, Phase.FAILED.value): RestoreFailed,

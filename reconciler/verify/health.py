@@ -11,8 +11,9 @@ from __future__ import annotations
 import statistics
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,12 +56,24 @@ def load_golden(spec: ModelSpec) -> dict[str, np.ndarray] | None:
         ) from e
 
 
+class Tensor(Protocol):
+    """An input as a session (`TensorInfo`) or the verified model (`TensorSpec`) describes it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def datatype(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
 def sample_inputs(
-    spec: ModelSpec, session: Session, golden: dict[str, np.ndarray] | None
+    spec: ModelSpec, inputs: Sequence[Tensor], golden: dict[str, np.ndarray] | None
 ) -> dict[str, np.ndarray]:
+    """The feeds of warm-up, health check and probe alike (seeded: the same on every call)."""
     feeds: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(0)
-    for t in session.inputs:
+    for t in inputs:
         if golden is not None and t.name in golden:
             feeds[t.name] = golden[t.name]
             continue
@@ -83,7 +96,7 @@ def _run(session: Session, feeds: dict[str, np.ndarray], what: str) -> dict[str,
 
 
 def warm_up(spec: ModelSpec, session: Session) -> None:
-    feeds = sample_inputs(spec, session, load_golden(spec))
+    feeds = sample_inputs(spec, session.inputs, load_golden(spec))
     for _ in range(spec.health.warmup_iterations):
         _run(session, feeds, f"warm-up of {spec.name} v{spec.version}")
 
@@ -91,7 +104,7 @@ def warm_up(spec: ModelSpec, session: Session) -> None:
 def health_check(spec: ModelSpec, session: Session) -> HealthReport:
     what = f"health-check {spec.name} v{spec.version}"
     golden = load_golden(spec)
-    feeds = sample_inputs(spec, session, golden)
+    feeds = sample_inputs(spec, session.inputs, golden)
     outputs = _run(session, feeds, what)
     for name, value in outputs.items():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):

@@ -70,16 +70,23 @@ class OnnxRuntimeSession:
         self.inputs = _tensor_infos(session.get_inputs())
         self.outputs = _tensor_infos(session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
+        # One for every run of this session: `terminate` ends the runs in flight (ONNX Runtime
+        # checks the flag between kernels) and refuses later ones.
+        self._run_options = ort.RunOptions()
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._session
         if session is None:
             raise BackendError("session was released", reason="infer-failed")
         try:
-            values = session.run(self._output_names, feeds)
+            values = session.run(self._output_names, feeds, self._run_options)
         except Exception as e:  # ORT raises its own exception types, all meaning "this run failed"
             raise BackendError(f"onnxruntime run failed: {e}", reason="infer-failed") from e
         return dict(zip(self._output_names, values, strict=True))
+
+    def terminate(self) -> None:
+        """End this session's runs now and for good (a warm-up past its time, a shutdown)."""
+        self._run_options.terminate = True
 
     def release(self) -> None:
         # Dropping the last reference frees the session's memory arena; trimming then hands

@@ -81,3 +81,23 @@ def test_grpc_listens_beside_http_by_default_and_can_be_turned_off(tmp_path: Pat
             daemon.controller.ctx.background.shutdown()
     finally:
         journal.close()
+
+
+def test_probe_limits_are_flags_that_reach_the_prober(tmp_path: Path) -> None:
+    base = ["run", "--state-dir", str(tmp_path / "s"), "--desired", str(tmp_path / "d")]
+    parse = build_parser().parse_args
+    options = cli_run.daemon_options(
+        finish_args(parse([*base, "--probe-timeout", "5", "--probe-memory", "2G"]))
+    )
+    assert (options.probe_timeout, options.probe_memory, options.probe) == (5.0, 2 << 30, True)
+    assert cli_run.daemon_options(finish_args(parse([*base, "--no-probe"]))).probe is False
+    defaults = cli_run.daemon_options(finish_args(parse(base)))
+    assert (defaults.probe_timeout, defaults.probe_memory) == (60.0, None)
+    opened = open_journal(tmp_path / "journal.db")
+    assert opened is not None
+    try:
+        ctx = wire(options, opened[0]).controller.ctx
+        assert ctx.prober.settings.timeout_s == 5.0 and ctx.prober.settings.memory_bytes == 2 << 30
+        ctx.background.shutdown()
+    finally:
+        opened[0].close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,3 +124,24 @@ def test_a_quarantined_version_is_planned_no_more_until_desired_changes(loop: Lo
     loop.want("3")
     loop.passes()
     assert loop.serving() == "3"
+
+
+def test_stop_is_bounded_whatever_a_step_is_doing(loop: Loop) -> None:
+    """A warm-up that never returns (a session the daemon cannot terminate): `stop` gives up on
+    it at its deadline and says so, and the daemon exits without waiting for that thread."""
+    stuck, release = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        stuck.set()
+        release.wait(30)
+
+    loop.backend.arm("infer", hang)
+    loop.want("1")
+    loop.controller.start()
+    try:
+        assert stuck.wait(20), "the warm-up never began"
+        started = time.monotonic()
+        assert loop.controller.stop(timeout_s=0.5) is False
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()

@@ -24,14 +24,16 @@ INFER_BYTES = json.dumps(infer_body(0.5)).encode()
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def infer_raw(client: httpx.Client, model: str = "classifier") -> httpx.Response:
-    return client.post(f"/v2/models/{model}/infer", content=INFER_BYTES, headers=JSON_HEADERS)
+def infer_raw(
+    client: httpx.Client, model: str = "classifier", body: bytes = INFER_BYTES
+) -> httpx.Response:
+    return client.post(f"/v2/models/{model}/infer", content=body, headers=JSON_HEADERS)
 
 
-def served(d: Daemon, model: str = "classifier") -> str | None:
-    """Like `Daemon.served_version`, with the cheaper request body."""
+def served(d: Daemon, model: str = "classifier", body: bytes = INFER_BYTES) -> str | None:
+    """Like `Daemon.served_version`, with the cheaper request body (or `body`)."""
     try:
-        r = infer_raw(d.client, model)
+        r = infer_raw(d.client, model, body)
     except httpx.HTTPError:
         return None
     return str(r.json().get("model_version")) if r.status_code == 200 else None
@@ -55,8 +57,10 @@ class VersionWatch:
         interval: float = 0.02,
         max_s: float = 90.0,
         max_polls: int = 20_000,
+        body: bytes = INFER_BYTES,  # the request each poll sends (the classifier's by default)
     ) -> None:
         self.url = d.url
+        self.body = body
         self.model = model
         self.interval = interval
         self.max_s = max_s
@@ -72,7 +76,7 @@ class VersionWatch:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
                 try:
-                    r = infer_raw(client, self.model)
+                    r = infer_raw(client, self.model, self.body)
                     if r.status_code == 200:
                         self.seen.append(str(r.json().get("model_version")))
                     else:

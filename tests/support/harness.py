@@ -21,6 +21,7 @@ from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
+from reconciler.ops.probe import ProbeSettings
 from reconciler.state.journal import Journal, Record
 from reconciler.trust.policy import load_policy
 from runtime.serving.metrics import Metrics
@@ -36,6 +37,8 @@ class Device:
     registry: TinyRegistry
     backend: FakeBackend = field(default_factory=FakeBackend)
     clock: FakeClock = field(default_factory=FakeClock)
+    backends: Backends | None = None  # None: the fake backend only
+    probe: ProbeSettings | None = None
 
     def __post_init__(self) -> None:
         self.state = self.root / "state"
@@ -51,8 +54,10 @@ class Device:
             self.repo,
             policy=load_policy(trust),
             clock=self.clock,
-            backends=Backends({"fake": self.backend}, {"fake": self.backend.cache_identity}),
+            backends=self.backends
+            or Backends({"fake": self.backend}, {"fake": self.backend.cache_identity}),
             on_store_damaged=lambda m, kind: self.metrics.store_damaged.labels(m, kind).inc(),
+            probe=self.probe,
         )
         self.quarantine = Quarantine()
         self.executor = Executor(self.ops, self.metrics, self.quarantine)
@@ -66,7 +71,10 @@ class Device:
         """The same device after a power cut: a new process over the same state directory
         (and the same registry), which restores from the journal before anything else."""
         self.close()
-        again = Device(self.root, self.registry, FakeBackend(self.backend.version), self.clock)
+        again = Device(
+            self.root, self.registry, FakeBackend(self.backend.version), self.clock,
+            self.backends, self.probe,
+        )  # fmt: skip
         again.executor.restore_all()
         return again
 
