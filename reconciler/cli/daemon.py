@@ -7,6 +7,10 @@ app's), never into an attribute set afterwards. The order is what recovery needs
 state directory's lock, open and verify the journal (refusing to run on one it cannot read),
 build everything, restore what the journal says was last promoted (unless its chain is
 broken), then serve; the shutdown runs to the end whatever stops the server.
+
+Under systemd (`Type=notify`, $NOTIFY_SOCKET) the daemon says READY=1 once the server listens,
+after restore, so "started" means "serving the last good versions"; the controller pings the
+watchdog and keeps STATUS= current; STOPPING=1 opens the shutdown (docs/systemd.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
     from reconciler.loop.controller import Controller
+    from reconciler.loop.sdnotify import Notifier
     from reconciler.state.journal import Journal, VerifyResult
 
 
@@ -46,6 +51,7 @@ class DaemonOptions:
 class Daemon:
     controller: Controller
     server: Any  # uvicorn.Server
+    notifier: Notifier
 
 
 def run_daemon(options: DaemonOptions) -> int:
@@ -108,6 +114,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     import uvicorn
 
     from reconciler.loop.controller import Controller
+    from reconciler.loop.sdnotify import Notifier
     from runtime import backends
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import create_app
@@ -121,6 +128,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         build_timeout_s=options.trt_build_timeout,
     )
     metrics = Metrics()
+    notifier = Notifier.from_env()
     metrics.watch_state(repo.describe, journal.size_bytes)
     controller = Controller(
         options.desired_dir,
@@ -132,6 +140,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         memory_budget=options.memory_budget,
         metrics=metrics,
         trust_dir=options.trust_dir,
+        notifier=notifier,
     )
     app = create_app(
         repo,
@@ -149,7 +158,21 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         access_log=False,
         lifespan="off",
     )
-    return Daemon(controller, uvicorn.Server(config))
+    return Daemon(controller, _server(config, notifier, controller), notifier)
+
+
+def _server(config: Any, notifier: Notifier, controller: Controller) -> Any:
+    """A uvicorn server that tells systemd READY=1 once it listens (restore is done by then)."""
+    import uvicorn
+
+    class NotifyingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                controller.write_status()  # STATUS= as of now, before READY=1
+                notifier.ready()
+
+    return NotifyingServer(config)
 
 
 def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyResult) -> bool:
@@ -193,5 +216,6 @@ def serve(daemon: Daemon) -> bool:
     try:
         server.run()
     finally:
+        daemon.notifier.stopping()
         daemon.controller.stop()
     return bool(server.started)

@@ -27,6 +27,7 @@ from reconciler.core.steps import AnyStep
 from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.schedule import Schedule
+from reconciler.loop.sdnotify import Notifier
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
@@ -34,8 +35,10 @@ from reconciler.ops.context import Operations
 from reconciler.source.load import read_desired
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
+from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
 from reconciler.state.status import write_snapshot
+from reconciler.state.summary import status_line
 from reconciler.trust.policy import TrustConfigError, load_policy
 from runtime.serving.metrics import Metrics
 from runtime.serving.slot import Repository
@@ -59,6 +62,7 @@ class Controller:
         trust_dir: Path | None = None,
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier | None = None,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -66,12 +70,15 @@ class Controller:
         context below takes only its share of them and lives in a lower layer (ops), which
         may not import a type defined here; keyword-only, so each caller names what it sets.
         Nothing is configured by assigning attributes after construction.
+        `notifier`: systemd's notify socket (STATUS= on every status write, WATCHDOG=1 from
+        the loop); None: not under systemd.
         """
         self.desired_dir = desired_dir
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
+        self.notifier = notifier or Notifier(None)
         metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
@@ -164,16 +171,31 @@ class Controller:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            crashpoint("loop:pass")  # `=block` wedges the loop: the watchdog tests
             try:
                 self.reconcile_once()
             except Exception:
                 log.exception("reconcile.pass-failed")
+            self.notifier.watchdog()  # a pass completed: the loop is alive
             # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
             timeout = self.resync_s * random.uniform(0.9, 1.1)
             due = self.schedule.next_due()
             if due is not None:  # a rollout stage to look at again, or a backoff that ends
                 timeout = min(timeout, max(0.0, due - self._clock()))
-            self._wake.wait(timeout=timeout)
+            self._idle(timeout)
+
+    def _idle(self, timeout: float) -> None:
+        """Wait for a wake-up or `timeout`, pinging the watchdog each time a slice of the wait
+        completes: an idle loop is a live one, and only a loop that stops coming back here (or
+        to the end of a pass) lets the watchdog fire."""
+        every = self.notifier.ping_every_s
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            woken = self._wake.wait(timeout=max(0.0, min(left, every or left)))
+            self.notifier.watchdog()
+            if woken or left <= (every or left):
+                return
 
     def reconcile_once(self) -> list[AnyStep]:
         pass_started = time.monotonic()
@@ -280,7 +302,7 @@ class Controller:
     def write_status(self) -> None:
         with self._lock:
             try:
-                write_snapshot(
+                body = write_snapshot(
                     self.state_dir,
                     self.desired,
                     self.observe(),
@@ -294,6 +316,8 @@ class Controller:
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))
+                return
+            self.notifier.status(status_line(body))
 
     def busy(self) -> bool:
         return self.schedule.busy()

@@ -41,7 +41,7 @@ def write_snapshot(
     reasons: Mapping[str, str] | None = None,
     passes: int = 0,
     store: Mapping[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any]:
     """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
     (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
     `store`: model -> its damaged store copies found and repairs in progress
@@ -60,6 +60,11 @@ def write_snapshot(
             "last_error": obs.last_error,
             "last_failure": _failure(reasons.get(name)) if reasons else None,
         }
+        if spec and models[name].get("rollout"):  # how many stages, for one-line summaries
+            models[name]["rollout"] = {
+                **models[name]["rollout"],
+                "stages": len(spec.rollout.stages),
+            }
         if store and name in store:  # damaged copies found since start, repairs in progress
             models[name]["store"] = store[name]
         if progress and name in progress:  # a download in flight
@@ -79,6 +84,7 @@ def write_snapshot(
         "backend_versions": dict(observed.backend_versions),
     }
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
+    return body
 
 
 def _failure(code: str | None) -> dict[str, str] | None:
