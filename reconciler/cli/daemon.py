@@ -115,6 +115,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
 
     from reconciler.loop.controller import Controller
     from reconciler.loop.sdnotify import Notifier
+    from reconciler.ops.progress import build_progress
     from runtime import backends
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import create_app
@@ -126,6 +127,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         "tensorrt",
         workspace_bytes=options.trt_workspace,
         build_timeout_s=options.trt_build_timeout,
+        progress=build_progress,  # the builder's phases, into status.json
     )
     metrics = Metrics()
     notifier = Notifier.from_env()

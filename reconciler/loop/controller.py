@@ -88,7 +88,7 @@ class Controller:
             memory_budget=memory_budget,
             backends=backends,  # None: the backends this machine has
             clock=clock,
-            on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
+            on_progress=self.write_status,  # long steps' progress for `hotswap status`
             on_rollout_event=self.judge_now,  # a candidate failed a request
             on_store_damaged=lambda model, kind: metrics.store_damaged.labels(model, kind).inc(),
         )
@@ -313,6 +313,7 @@ class Controller:
                     reasons=self.quarantine.snapshot().reasons,
                     passes=self.passes,
                     store=self.ctx.store_health(),
+                    steps=self.ctx.step_progress(),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -100,8 +100,12 @@ class Instances:
         backend = self.backends.get(spec.backend)
         sequential = self.memory.make_room(spec, backend, artifact)
         inst = self.load(spec, key, artifact)
+        steps = self.prepare.steps
         try:
-            warm_up(spec, inst.session)
+            with steps.step(spec.name, "warm", unit="runs"):
+                warm_up(
+                    spec, inst.session, lambda done, total: steps.report(spec.name, done, total)
+                )
         except BaseException:
             inst.retire()
             raise

@@ -26,6 +26,7 @@ from reconciler.core.reasons import reason
 from reconciler.state.atomic import atomic_write
 from reconciler.state.detail import Unreadable
 from reconciler.state.operator_records import OverrideSet
+from reconciler.state.progress_record import STATUS_FORMAT
 
 FILENAME = "status.json"
 
@@ -41,8 +42,12 @@ def write_snapshot(
     reasons: Mapping[str, str] | None = None,
     passes: int = 0,
     store: Mapping[str, Any] | None = None,
+    steps: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
+    """The body written, for the caller's one-line summary.
+
+    `steps`: model -> its long step in progress (a `StepProgressRecord` as JSON);
+    `reasons`: model -> reason code of its last failure; `passes`: planning passes so far
     (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
     `store`: model -> its damaged store copies found and repairs in progress
     (reconciler.ops.repair)."""
@@ -70,7 +75,10 @@ def write_snapshot(
         if progress and name in progress:  # a download in flight
             done, total = progress[name]
             models[name]["fetch"] = {"bytes": done, "total": total}
+        if steps and name in steps:  # fetch, verify, build or warm-up running, with its progress
+            models[name]["progress"] = steps[name]
     body = {
+        "format": STATUS_FORMAT,  # absent before progress records; readers ignore what they lack
         "pid": os.getpid(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "ready": ready,
