@@ -70,4 +70,5 @@ def test_a_wedged_loop_is_killed_and_the_restart_restores_the_last_good_version(
 
     _start_ready(d, sock)
     assert d.served_version() == "1"  # the last good version, restored before READY=1
+    assert any(m.get("STATUS", "").startswith("classifier v1") for m in sock.messages)
     assert not _watchdog_fired(sock, timeout=3 * WATCHDOG_S)
