@@ -62,7 +62,7 @@ class Controller:
         trust_dir: Path | None = None,
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None,  # systemd's: STATUS= per status write, WATCHDOG=1
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -70,8 +70,6 @@ class Controller:
         context below takes only its share of them and lives in a lower layer (ops), which
         may not import a type defined here; keyword-only, so each caller names what it sets.
         Nothing is configured by assigning attributes after construction.
-        `notifier`: systemd's notify socket (STATUS= on every status write, WATCHDOG=1 from
-        the loop); None: not under systemd.
         """
         self.desired_dir = desired_dir
         self.state_dir = state_dir

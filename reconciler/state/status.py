@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.desired import Desired
+from reconciler.core.desired import Desired, ModelSpec
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.core.override import Override
 from reconciler.core.reasons import reason
@@ -65,18 +65,7 @@ def write_snapshot(
             "last_error": obs.last_error,
             "last_failure": _failure(reasons.get(name)) if reasons else None,
         }
-        if spec and models[name].get("rollout"):  # how many stages, for one-line summaries
-            models[name]["rollout"] = {
-                **models[name]["rollout"],
-                "stages": len(spec.rollout.stages),
-            }
-        if store and name in store:  # damaged copies found since start, repairs in progress
-            models[name]["store"] = store[name]
-        if progress and name in progress:  # a download in flight
-            done, total = progress[name]
-            models[name]["fetch"] = {"bytes": done, "total": total}
-        if steps and name in steps:  # fetch, verify, build or warm-up running, with its progress
-            models[name]["progress"] = steps[name]
+        _add_in_flight(models[name], name, spec, store, progress, steps)
     body = {
         "format": STATUS_FORMAT,  # absent before progress records; readers ignore what they lack
         "pid": os.getpid(),
@@ -93,6 +82,26 @@ def write_snapshot(
     }
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
     return body
+
+
+def _add_in_flight(
+    entry: dict[str, Any],
+    name: str,
+    spec: ModelSpec | None,
+    store: Mapping[str, Any] | None,
+    progress: dict[str, tuple[int, int | None]] | None,
+    steps: Mapping[str, dict[str, Any]] | None,
+) -> None:
+    """What is under way for one model: its rollout's length, store repairs, a running step."""
+    if spec and entry.get("rollout"):  # how many stages, for one-line summaries
+        entry["rollout"] = {**entry["rollout"], "stages": len(spec.rollout.stages)}
+    if store and name in store:  # damaged copies found since start, repairs in progress
+        entry["store"] = store[name]
+    if progress and name in progress:  # a download in flight (0.1.0's field, still written)
+        done, total = progress[name]
+        entry["fetch"] = {"bytes": done, "total": total}
+    if steps and name in steps:  # fetch, verify, build or warm-up running, with its progress
+        entry["progress"] = steps[name]
 
 
 def _failure(code: str | None) -> dict[str, str] | None:

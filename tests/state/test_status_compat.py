@@ -1,0 +1,41 @@
+"""status.json across releases: this release writes every key 0.1.0 wrote (its `hotswap status`
+reads them), only adds new ones, and reads 0.1.0's snapshot (no progress, no format)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reconciler.state.progress_record import STATUS_FORMAT, StepProgressRecord
+from reconciler.state.status import observed_from_snapshot, read_snapshot, write_snapshot
+from reconciler.state.summary import status_line
+from tests.support.upgrade import FIXTURE
+
+
+def test_a_new_snapshot_keeps_every_key_an_old_reader_uses(tmp_path: Path) -> None:
+    old = json.loads((FIXTURE / "state" / "status.json").read_text())
+    observed = observed_from_snapshot(old, frozenset(), frozenset(), {})
+    view = {
+        name: {k: m[k] for k in ("active", "candidate", "standby")}
+        for name, m in old["models"].items()
+    }
+    step = StepProgressRecord("fetch", done=1, total=2, unit="bytes").to_json()
+    body = write_snapshot(
+        tmp_path, None, observed, view, True, progress={"classifier": (1, 2)},
+        steps={"classifier": step},
+    )  # fmt: skip
+    assert body == read_snapshot(tmp_path)
+    assert set(old) <= set(body) and body["format"] == STATUS_FORMAT
+    for name, model in old["models"].items():
+        assert set(model) - {"desired"} <= set(body["models"][name])
+    entry = body["models"]["classifier"]
+    assert entry["fetch"] == {"bytes": 1, "total": 2}  # 0.1.0's download field, still written
+    assert StepProgressRecord.from_json(entry["progress"]) == StepProgressRecord.from_json(step)
+
+
+def test_an_old_snapshot_reads_without_progress() -> None:
+    old = read_snapshot(FIXTURE / "state")
+    assert old is not None and "format" not in old
+    model = old["models"]["classifier"]
+    assert StepProgressRecord.from_json(model.get("progress")) is None
+    assert status_line(old).startswith("classifier v1")
