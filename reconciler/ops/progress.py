@@ -7,7 +7,9 @@ once per process and knows nothing of models, so the report goes to the step the
 has open (a build runs, and relays its child's progress, on the thread that asked for it).
 
 Every report may ask the status writer for a snapshot, at most twice a second (`WRITE_EVERY_S`)
-however fast reports come; each write is atomic like any status write.
+however fast reports come; each write is atomic like any status write. A report that comes too
+soon is not lost: one deferred write follows, so a download that stalls right after a report
+still shows how far it got.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class StepProgress:
         self._lock = threading.Lock()
         self._steps: dict[str, _Step] = {}
         self._written = float("-inf")
+        self._deferred: threading.Timer | None = None
 
     @contextlib.contextmanager
     def step(
@@ -95,12 +98,26 @@ class StepProgress:
             return {model: _record(s, now) for model, s in self._steps.items()}
 
     def _changed(self) -> None:
+        if self._on_change is None:
+            return
         now = self._clock()
         with self._lock:
-            if self._on_change is None or now - self._written < WRITE_EVERY_S:
+            wait = self._written + WRITE_EVERY_S - now
+            if wait > 0:
+                if self._deferred is None:  # one trailing write for whatever comes meanwhile
+                    self._deferred = threading.Timer(wait, self._write_deferred)
+                    self._deferred.daemon = True
+                    self._deferred.start()
                 return
             self._written = now
         self._on_change()
+
+    def _write_deferred(self) -> None:
+        with self._lock:
+            self._deferred = None
+            self._written = self._clock()
+        if self._on_change is not None:
+            self._on_change()
 
 
 def _record(s: _Step, now: float) -> StepProgressRecord:

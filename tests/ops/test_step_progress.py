@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,18 @@ def test_a_download_has_rate_and_eta_and_writes_are_throttled() -> None:
     assert record.elapsed_s == pytest.approx(1.0) and record.fraction == 0.5
     assert len(writes) <= 3 and all(b - a >= 0.5 for a, b in itertools.pairwise(writes))
     assert steps.snapshot() == {}  # the step is over
+
+
+def test_a_report_held_back_by_the_throttle_is_written_soon_after() -> None:
+    """A download that stalls right after a report still shows how far it got."""
+    written: list[int | None] = []
+    steps = StepProgress(lambda: written.append(steps.snapshot()["m"].done))
+    with steps.step("m", "fetch", unit="bytes"):  # the step's start is written at once
+        steps.report("m", 40, 100)  # within 0.5 s of that: held back, then written
+        deadline = time.monotonic() + 10
+        while len(written) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert written == [None, 40]
 
 
 def test_a_nested_step_gives_the_outer_one_back_and_reports_follow_the_thread() -> None:
