@@ -39,3 +39,20 @@ def test_an_old_snapshot_reads_without_progress() -> None:
     model = old["models"]["classifier"]
     assert StepProgressRecord.from_json(model.get("progress")) is None
     assert status_line(old).startswith("classifier v1")
+
+
+def test_the_summary_line_names_the_canary_stage_and_a_running_step() -> None:
+    body = {
+        "ready": True,
+        "models": {
+            "classifier": {
+                "active": {"version": "3"},
+                "candidate": {"version": "4"},
+                "rollout": {"mode": "canary", "stage": 1, "stages": 3},
+            },
+            "detector": {"active": None, "progress": {"step": "build", "done": 2, "total": 5}},
+        },
+    }
+    assert status_line(body) == (
+        "classifier v3 canary 2/3 to v4, detector (none serving) building 40%; ready"
+    )
