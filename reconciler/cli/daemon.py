@@ -7,6 +7,10 @@ app's), never into an attribute set afterwards. The order is what recovery needs
 state directory's lock, open and verify the journal (refusing to run on one it cannot read),
 build everything, restore what the journal says was last promoted (unless its chain is
 broken), then serve; the shutdown runs to the end whatever stops the server.
+
+Under systemd (`Type=notify`, $NOTIFY_SOCKET) the daemon says READY=1 once the server listens,
+after restore, so "started" means "serving the last good versions"; the controller pings the
+watchdog and keeps STATUS= current; STOPPING=1 opens the shutdown (docs/systemd.md).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
     from reconciler.loop.controller import Controller
+    from reconciler.loop.sdnotify import Notifier
     from reconciler.state.journal import Journal, VerifyResult
 
 
@@ -52,6 +57,7 @@ class DaemonOptions:
 class Daemon:
     controller: Controller
     server: Any  # uvicorn.Server
+    notifier: Notifier
     grpc: Any = None  # runtime.serving.grpc.server.GrpcServer, or None when off
 
 
@@ -115,7 +121,9 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     import uvicorn
 
     from reconciler.loop.controller import Controller
+    from reconciler.loop.sdnotify import Notifier
     from reconciler.ops.probe import ProbeSettings
+    from reconciler.ops.progress import build_progress
     from runtime import backends
     from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
     from runtime.serving.metrics import Metrics
@@ -128,8 +136,10 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         "tensorrt",
         workspace_bytes=options.trt_workspace,
         build_timeout_s=options.trt_build_timeout,
+        progress=build_progress,  # the builder's phases, into status.json
     )
     metrics = Metrics()
+    notifier = Notifier.from_env()
     metrics.watch_state(repo.describe, journal.size_bytes)
     controller = Controller(
         options.desired_dir,
@@ -143,6 +153,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         trust_dir=options.trust_dir,
         strict_readiness=options.strict_readiness,
         probe=ProbeSettings(options.probe_timeout, options.probe_memory, options.probe),
+        notifier=notifier,
     )
     service = inference_service(
         repo,
@@ -162,7 +173,8 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         http=guarded_h11(options.header_timeout_s),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
-    return Daemon(controller, uvicorn.Server(config), _grpc_server(service, options.grpc_listen))
+    server = _server(config, notifier, controller)
+    return Daemon(controller, server, notifier, _grpc_server(service, options.grpc_listen))
 
 
 def _grpc_server(service: Any, listen: tuple[str, int] | None) -> Any:
@@ -172,6 +184,20 @@ def _grpc_server(service: Any, listen: tuple[str, int] | None) -> Any:
     from runtime.serving.grpc.server import GrpcServer
 
     return GrpcServer(service, *listen)
+
+
+def _server(config: Any, notifier: Notifier, controller: Controller) -> Any:
+    """A uvicorn server that tells systemd READY=1 once it listens (restore is done by then)."""
+    import uvicorn
+
+    class NotifyingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                controller.write_status()  # STATUS= as of now, before READY=1
+                notifier.ready()
+
+    return NotifyingServer(config)
 
 
 def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyResult) -> bool:
@@ -219,6 +245,7 @@ def serve(daemon: Daemon) -> bool:
     try:
         server.run()
     finally:
+        daemon.notifier.stopping()
         if daemon.grpc is not None:
             daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
         if not daemon.controller.stop():

@@ -26,6 +26,12 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         "status", parents=[common_parent], help="desired vs observed per model, with the last error"
     )
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw live (progress bars, canary counts) until Ctrl-C; one line per change"
+        " when the output is not a terminal",
+    )
     st.set_defaults(handler=cmd_status)
 
 
@@ -33,6 +39,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from reconciler.cli.offline import read_view
     from reconciler.state.lock import StateLock
 
+    if getattr(args, "watch", False):
+        from reconciler.cli.watch import watch
+
+        return watch(args)
     view = read_view(args.desired, args.state_dir)
     running = StateLock(args.state_dir).held_by_other()
     report = status_report(view, running)
@@ -93,6 +103,7 @@ def _row(name: str, served: dict[str, Any], view: DaemonView, running: bool) -> 
         "last_error": served.get("last_error"),
         "last_failure": served.get("last_failure"),  # {"reason", "next", "summary"}
         "fetch": served.get("fetch"),  # {"bytes", "total"} while a download runs
+        "progress": served.get("progress"),  # a StepProgressRecord while a long step runs
         "override": override_row(override) if override else None,
         "rollout": rollout_row(served.get("rollout"), view.planned.models.get(name)),
         "store": store_row(served.get("store")),
@@ -182,6 +193,15 @@ def _print_report(report: dict[str, Any]) -> None:
         )
 
 
+def _print_progress(data: Any) -> None:
+    from reconciler.cli.watch import progress_text
+    from reconciler.state.progress_record import StepProgressRecord
+
+    step = StepProgressRecord.from_json(data)
+    if step is not None:
+        print(f"  {progress_text(step)}")
+
+
 def _print_details(r: dict[str, Any]) -> None:
     auth = (r["active"] or {}).get("authorization") or {}
     if auth.get("unsigned_opt_in"):
@@ -191,6 +211,7 @@ def _print_details(r: dict[str, Any]) -> None:
     if r["fetch"]:
         done, total = r["fetch"]["bytes"], r["fetch"]["total"]
         print(f"  fetching: {done}/{total if total is not None else '?'} bytes")
+    _print_progress(r.get("progress"))
     if r["rollout"]:
         print(f"  {r['rollout']['text']}")
     if r.get("store"):

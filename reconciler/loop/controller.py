@@ -31,6 +31,7 @@ from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.readiness import Readiness
 from reconciler.loop.schedule import Schedule
+from reconciler.loop.sdnotify import Notifier
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
@@ -40,8 +41,10 @@ from reconciler.ops.probe import ProbeSettings
 from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
+from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
 from reconciler.state.status import write_snapshot
+from reconciler.state.summary import status_line
 from reconciler.trust.policy import TrustConfigError, load_policy
 from runtime.serving.metrics import Metrics
 from runtime.serving.slot import Repository
@@ -69,6 +72,7 @@ class Controller:
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
         probe: ProbeSettings | None = None,
+        notifier: Notifier | None = None,  # systemd's: STATUS= per status write, WATCHDOG=1
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -82,6 +86,7 @@ class Controller:
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
+        self.notifier = notifier or Notifier(None)
         metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
@@ -91,7 +96,7 @@ class Controller:
             memory_budget=memory_budget,
             backends=backends,  # None: the backends this machine has
             clock=clock,
-            on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
+            on_progress=self.write_status,  # long steps' progress for `hotswap status`
             on_rollout_event=self.judge_now,  # a candidate failed a request
             on_store_damaged=lambda model, kind: metrics.store_damaged.labels(model, kind).inc(),
             probe=probe,  # limits of a new model's first run, in a child process
@@ -205,16 +210,31 @@ class Controller:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            crashpoint("loop:pass")  # `=block` wedges the loop: the watchdog tests
             try:
                 self.reconcile_once()
             except Exception:
                 log.exception("reconcile.pass-failed")
+            self.notifier.watchdog()  # a pass completed: the loop is alive
             # Jitter spreads resyncs of a fleet so devices do not hit a registry in lockstep.
             timeout = self.resync_s * random.uniform(0.9, 1.1)
             due = self.schedule.next_due()
             if due is not None:  # a rollout stage to look at again, or a backoff that ends
                 timeout = min(timeout, max(0.0, due - self._clock()))
-            self._wake.wait(timeout=timeout)
+            self._idle(timeout)
+
+    def _idle(self, timeout: float) -> None:
+        """Wait for a wake-up or `timeout`, pinging the watchdog each time a slice of the wait
+        completes: an idle loop is a live one, and only a loop that stops coming back here (or
+        to the end of a pass) lets the watchdog fire."""
+        every = self.notifier.ping_every_s
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            woken = self._wake.wait(timeout=max(0.0, min(left, every or left)))
+            self.notifier.watchdog()
+            if woken or left <= (every or left):
+                return
 
     def reconcile_once(self) -> list[AnyStep]:
         pass_started = time.monotonic()
@@ -341,7 +361,7 @@ class Controller:
         with self._lock:
             publish_conditions(self.repo, self.planned, self.quarantine.snapshot())
             try:
-                write_snapshot(
+                body = write_snapshot(
                     self.state_dir,
                     self.desired,
                     self.observe(),
@@ -353,9 +373,12 @@ class Controller:
                     passes=self.passes,
                     store=self.ctx.store_health(),
                     desired_commit=self.commits.verdict_json(),
+                    steps=self.ctx.step_progress(),
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))
+                return
+            self.notifier.status(status_line(body))
 
     def busy(self) -> bool:
         return self.schedule.busy()

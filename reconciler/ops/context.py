@@ -41,6 +41,7 @@ from reconciler.ops.memory import MemoryPlanner
 from reconciler.ops.observe import NOTHING, Observer
 from reconciler.ops.prepare import Preparer
 from reconciler.ops.probe import Prober, ProbeSettings
+from reconciler.ops.progress import StepProgress
 from reconciler.ops.repair import StoreRepair
 from reconciler.ops.retention import Retention
 from reconciler.ops.rollout import RolloutProgress, Rollouts
@@ -73,7 +74,7 @@ class Operations:
         """`policy`: the device's trust policy (from its trust dir, never from desired state).
         `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
         `clock`: monotonic seconds, for rollout stages and the sequential-swap window.
-        `on_progress()`: a download advanced (at most once a second), for the status writer.
+        `on_progress()`: a long step advanced (at most twice a second), for the status writer.
         `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
         `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric).
         `probe`: the limits of a new model's first run in a child (reconciler.ops.probe)."""
@@ -87,6 +88,7 @@ class Operations:
         self.backends = backends or Backends()
         self.authorizer = Authorizer(policy, read_document=self._read_document)
         self.repair = StoreRepair(journal, DamagedFiles(state_dir / "damaged"), on_store_damaged)
+        self.steps = StepProgress(on_progress, clock)
         self.prepare = Preparer(
             self.store,
             self.artifacts,
@@ -94,7 +96,7 @@ class Operations:
             self.backends,
             self.background,
             self.repair,
-            on_progress,
+            self.steps,
         )
         self.memory = MemoryPlanner(repo, memory_budget, clock)
         self.rollout_progress = RolloutProgress()
@@ -177,6 +179,10 @@ class Operations:
 
     def download_progress(self) -> dict[str, tuple[int, int | None]]:
         return self.prepare.downloads()
+
+    def step_progress(self) -> dict[str, dict[str, Any]]:
+        """model -> its long step in progress (`StepProgressRecord` as JSON), for status."""
+        return {model: r.to_json() for model, r in self.steps.snapshot().items()}
 
     @property
     def policy(self) -> TrustPolicy:

@@ -113,10 +113,16 @@ class Instances:
         probe = self.prober.probe(spec, key, artifact, inputs, self.threads)
         sequential = self.memory.make_room(spec, backend, artifact)
         inst = self.load(spec, key, artifact)
+        steps = self.prepare.steps
         try:
             crashpoint("warm:inference")
-            with self.prober.bounded(spec, inst.session, "warm-up"):
-                warm_up(spec, inst.session)
+            with (
+                steps.step(spec.name, "warm", unit="runs"),
+                self.prober.bounded(spec, inst.session, "warm-up"),
+            ):
+                warm_up(
+                    spec, inst.session, lambda done, total: steps.report(spec.name, done, total)
+                )
         except BaseException:
             inst.retire()
             raise

@@ -4,7 +4,9 @@ The fetch, verify and build steps come here (through `Operations`), and so do wa
 for the verified, built artifact they load. Verification is an in-memory proof (a
 `VerifiedModel`, kept per model here): build and load accept nothing else, so whatever needs an
 artifact goes through `artifact()`, which verifies and builds again when the proof is missing.
-Downloads report their progress (`downloads()`), which the controller shows in status.
+Downloads, verification and builds report their progress into `StepProgress` (`steps`), which
+the controller's status writer puts into `status.json`; a download also draws its bar on the
+daemon's terminal, if it has one.
 
 A stored blob or build artifact found damaged is handed to `StoreRepair` (set aside, journaled,
 counted) and raised as a repair; what is fetched or built again is reported to it as repaired.
@@ -15,8 +17,6 @@ Hashing, checking and building keep a core busy: the steps run on the niced `bac
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.core.desired import ModelSpec
@@ -24,18 +24,17 @@ from reconciler.core.errors import IntegrityError, TransientError
 from reconciler.core.steps import Detail
 from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.download import fetch
-from reconciler.fetch.progress import ProgressBar
+from reconciler.fetch.progress import terminal_bar
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
 from reconciler.ops.background import Background, heavy
+from reconciler.ops.progress import StepProgress
 from reconciler.ops.repair import StoreRepair
 from reconciler.state.records import BuildDone, FetchDone
 from reconciler.state.store import Store
 from reconciler.state.store_records import ARTIFACT, BLOB
 from reconciler.verify.model import VerifiedModel, verify
-
-REPORT_EVERY_S = 1.0  # how often a download in flight wakes the status writer
 
 
 class Preparer:
@@ -47,7 +46,7 @@ class Preparer:
         backends: Backends,
         background: Background,
         repair: StoreRepair,
-        on_progress: Callable[[], None] | None = None,
+        steps: StepProgress | None = None,
     ) -> None:
         self.store = store
         self.repair = repair
@@ -55,10 +54,10 @@ class Preparer:
         self.authorizer = authorizer
         self.backends = backends
         self.background = background
-        # Downloads in flight: model -> (bytes, total); `on_progress` (the controller's status
-        # writer) is called at most once a second while they run.
+        # Downloads in flight: model -> (bytes, total), as `status.json`'s `fetch` has shown
+        # them since 0.1.0; `steps` has the long steps' progress with rate and ETA.
         self._progress: dict[str, tuple[int, int | None]] = {}
-        self._on_progress = on_progress
+        self.steps = steps or StepProgress()
         self._verified: dict[str, VerifiedModel] = {}
         self.credentials = Credentials()  # <trust>/credentials.yaml, set with the policy
 
@@ -72,33 +71,31 @@ class Preparer:
 
     def download(self, spec: ModelSpec) -> Path:
         """The blob of `spec` in the store, fetched with progress; at most the signed size."""
-        bar = ProgressBar(f"{spec.name} v{spec.version}")
-        written = [float("-inf")]  # this download's first report is shown at once
 
         def progress(done: int, total: int | None) -> None:
             self._progress[spec.name] = (done, total)
             bar(done, total)
-            now = time.monotonic()
-            if self._on_progress and now - written[0] >= REPORT_EVERY_S:
-                written[0] = now
-                self._on_progress()
+            self.steps.report(spec.name, done, total)
 
         # Metadata before bytes: the signed manifest says how big the model may be.
         auth = self.authorizer.authorize(spec)
         policy = self.authorizer.policy
         cap = min(auth.size, policy.max_model_bytes) if auth.size else policy.max_model_bytes
-        try:
-            path = fetch(
-                spec,
-                self.store,
-                max_bytes=cap,
-                allow_http=policy.allow_http,
-                progress=progress,
-                credentials=self.credentials,
-            )
-        finally:
-            self._progress.pop(spec.name, None)
-            bar.close()
+        with (
+            self.steps.step(spec.name, "fetch", unit="bytes"),
+            terminal_bar(f"{spec.name} v{spec.version}") as bar,
+        ):
+            try:
+                path = fetch(
+                    spec,
+                    self.store,
+                    max_bytes=cap,
+                    allow_http=policy.allow_http,
+                    progress=progress,
+                    credentials=self.credentials,
+                )
+            finally:
+                self._progress.pop(spec.name, None)
         self.repair.repaired(spec, BLOB, spec.sha256, path.stat().st_size)
         return path
 
@@ -115,9 +112,13 @@ class Preparer:
         auth = self.authorizer.authorize(spec)
         policy = self.authorizer.policy
         try:
-            self._verified[spec.name] = verify(
-                spec, path, allowed_domains=policy.allowed_domains, max_bytes=policy.max_model_bytes
-            )
+            with self.steps.step(spec.name, "verify", phase="sha256, onnx check, interface"):
+                self._verified[spec.name] = verify(
+                    spec,
+                    path,
+                    allowed_domains=policy.allowed_domains,
+                    max_bytes=policy.max_model_bytes,
+                )
         except IntegrityError as e:
             if e.reason != "sha256-mismatch":
                 raise
@@ -143,7 +144,10 @@ class Preparer:
     @heavy
     def build(self, spec: ModelSpec, key: str) -> Detail:
         backend = self.backends.get(spec.backend)
-        path = self.artifacts.build(self.verified(spec), key, backend)
+        verified = self.verified(spec)
+        # the TensorRT builder reports its phases here (`reconciler.ops.progress.build_progress`)
+        with self.steps.step(spec.name, "build", unit="steps"):
+            path = self.artifacts.build(verified, key, backend)
         self.repair.repaired(spec, ARTIFACT, key, path.stat().st_size)
         return BuildDone(build_key=key, artifact=str(path), bytes=path.stat().st_size)
 

@@ -19,13 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.desired import Desired
+from reconciler.core.desired import Desired, ModelSpec
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.core.override import Override
 from reconciler.core.reasons import reason
 from reconciler.state.atomic import atomic_write
 from reconciler.state.detail import Unreadable
 from reconciler.state.operator_records import OverrideSet
+from reconciler.state.progress_record import STATUS_FORMAT
 
 FILENAME = "status.json"
 
@@ -42,8 +43,12 @@ def write_snapshot(
     passes: int = 0,
     store: Mapping[str, Any] | None = None,
     desired_commit: Mapping[str, Any] | None = None,
-) -> None:
-    """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
+    steps: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The body written, for the caller's one-line summary.
+
+    `steps`: model -> its long step in progress (a `StepProgressRecord` as JSON);
+    `reasons`: model -> reason code of its last failure; `passes`: planning passes so far
     (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
     `store`: model -> its damaged store copies found and repairs in progress
     (reconciler.ops.repair); `desired_commit`: the signed-commit verdict on the desired
@@ -62,12 +67,9 @@ def write_snapshot(
             "last_error": obs.last_error,
             "last_failure": _failure(reasons.get(name)) if reasons else None,
         }
-        if store and name in store:  # damaged copies found since start, repairs in progress
-            models[name]["store"] = store[name]
-        if progress and name in progress:  # a download in flight
-            done, total = progress[name]
-            models[name]["fetch"] = {"bytes": done, "total": total}
+        _add_in_flight(models[name], name, spec, store, progress, steps)
     body = {
+        "format": STATUS_FORMAT,  # absent before progress records; readers ignore what they lack
         "pid": os.getpid(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "ready": ready,
@@ -83,6 +85,27 @@ def write_snapshot(
     if desired_commit is not None:
         body["desired_commit"] = dict(desired_commit)
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
+    return body
+
+
+def _add_in_flight(
+    entry: dict[str, Any],
+    name: str,
+    spec: ModelSpec | None,
+    store: Mapping[str, Any] | None,
+    progress: dict[str, tuple[int, int | None]] | None,
+    steps: Mapping[str, dict[str, Any]] | None,
+) -> None:
+    """What is under way for one model: its rollout's length, store repairs, a running step."""
+    if spec and entry.get("rollout"):  # how many stages, for one-line summaries
+        entry["rollout"] = {**entry["rollout"], "stages": len(spec.rollout.stages)}
+    if store and name in store:  # damaged copies found since start, repairs in progress
+        entry["store"] = store[name]
+    if progress and name in progress:  # a download in flight (0.1.0's field, still written)
+        done, total = progress[name]
+        entry["fetch"] = {"bytes": done, "total": total}
+    if steps and name in steps:  # fetch, verify, build or warm-up running, with its progress
+        entry["progress"] = steps[name]
 
 
 def _failure(code: str | None) -> dict[str, str] | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -95,10 +95,16 @@ def _run(session: Session, feeds: dict[str, np.ndarray], what: str) -> dict[str,
         raise RuntimeFailure(f"{what}: inference failed: {e}", reason="health-infer-failed") from e
 
 
-def warm_up(spec: ModelSpec, session: Session) -> None:
+def warm_up(
+    spec: ModelSpec, session: Session, progress: Callable[[int, int], None] | None = None
+) -> None:
+    """`progress(done, total)` after each run (a TensorRT engine's first runs can be slow)."""
     feeds = sample_inputs(spec, session.inputs, load_golden(spec))
-    for _ in range(spec.health.warmup_iterations):
+    total = spec.health.warmup_iterations
+    for done in range(total):
         _run(session, feeds, f"warm-up of {spec.name} v{spec.version}")
+        if progress is not None:
+            progress(done + 1, total)
 
 
 def health_check(spec: ModelSpec, session: Session) -> HealthReport:

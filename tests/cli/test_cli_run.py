@@ -43,7 +43,10 @@ def test_run_options_are_passed_to_the_controller_and_step_context(tmp_path: Pat
         assert ctx.instances.threads == 3
         assert daemon.controller.resync_s == 7
         assert daemon.controller.trust_dir == state / "trust"
-        assert ctx.prepare._on_progress is not None and ctx.rollouts._on_candidate_error is not None
+        assert (
+            ctx.prepare.steps._on_change is not None
+            and ctx.rollouts._on_candidate_error is not None
+        )
         assert (daemon.server.config.host, daemon.server.config.port) == ("0.0.0.0", 9001)
         ctx.background.shutdown()
     finally:

@@ -23,7 +23,7 @@ import pytest
 from reconciler.core.errors import IntegrityError, InvalidInput, TransientError
 from reconciler.fetch.download import fetch_bytes
 from reconciler.fetch.http import USER_AGENT, HttpFetcher, check_redirect
-from reconciler.fetch.progress import ProgressBar
+from reconciler.fetch.progress import TerminalBars
 from reconciler.fetch.stream import FetchDropped
 from reconciler.fetch.transports import fetch_into_store
 from reconciler.state import store as store_module
@@ -420,12 +420,16 @@ class Tty(io.StringIO):
 def test_progress_bar_draws_only_on_a_tty() -> None:
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        bar = ProgressBar("classifier v2", stream=stream)
-        bar(3 << 19, 6 << 20)
-        bar(6 << 20, 6 << 20)
-        bar.close()
-    assert tty.getvalue().endswith("\r  classifier v2  6.0/6.0 MiB  100%\n")
-    assert "1.5/6.0 MiB  25%" in tty.getvalue()
+        bars = TerminalBars(stream)
+        with bars.bar("classifier v2") as bar, bars.bar("detector v7") as other:
+            bar(3 << 19, 6 << 20)
+            other(1 << 20, None)  # two downloads at once: two bars in one display
+            bar(6 << 20, 6 << 20)
+    drawn = tty.getvalue()
+    last = drawn.rsplit("classifier v2", 1)[1].splitlines()[0]
+    assert "6.0/6.0 MiB" in last and "100%" in last
+    assert "1.5/6.0 MiB" in drawn and " 25%" in drawn and "detector v7" in drawn
+    assert drawn.replace("\x1b[?25h", "").endswith("\n")  # the display stopped, cursor back
     assert pipe.getvalue() == ""
 
 
