@@ -139,4 +139,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         trt_workspace=args.trt_workspace,
         trt_build_timeout=args.trt_build_timeout,
         access_log=args.access_log,
+        strict_journal=getattr(args, "strict_journal", False),
     )

@@ -57,6 +57,8 @@ def status_report(view: DaemonView, running: bool) -> dict[str, Any]:
         "revision": view.desired.revision,
         "models": [_row(name, served.get(name, {}), view, running) for name in names],
         "errors": [e.to_json() for e in view.desired.errors],
+        # what the journal's checks found at the daemon's start (None: a daemon before them)
+        "journal": snapshot.get("journal"),
     }
 
 
@@ -143,6 +145,10 @@ def _print_report(report: dict[str, Any]) -> None:
     )
     if report["revision"]:
         print(f"desired revision: {report['revision']}")
+    journal = report.get("journal") or {}
+    if journal.get("verdict", "ok") != "ok":
+        what = "NOT TRUSTED, nothing restored from it" if not journal.get("trusted") else "trusted"
+        print(f"JOURNAL {str(journal['verdict']).upper()} ({what}): {journal.get('problem')}")
     print(f"{'MODEL':<16} {'DESIRED':<9} {'ACTIVE':<9} {'CANDIDATE':<10} {'STANDBY':<9} STATE")
     for r in report["models"]:
         print(

@@ -35,6 +35,7 @@ from reconciler.source.load import read_desired
 from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
 from reconciler.state.journal import Journal
+from reconciler.state.journal_open import JournalHealth
 from reconciler.state.status import write_snapshot
 from reconciler.trust.policy import TrustConfigError, load_policy
 from runtime.serving.metrics import Metrics
@@ -59,6 +60,7 @@ class Controller:
         trust_dir: Path | None = None,
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
+        journal_health: JournalHealth | None = None,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -100,6 +102,7 @@ class Controller:
         self._clock = clock
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
         self.passes = 0
+        self.journal_health = journal_health  # what the start found; shown in status
         self._make_threads(workers)
 
     def _make_threads(self, workers: int) -> None:
@@ -286,6 +289,7 @@ class Controller:
                     overrides=self.operator.snapshot(),
                     reasons=self.quarantine.snapshot().reasons,
                     passes=self.passes,
+                    journal=self.journal_health.to_json() if self.journal_health else None,
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -40,9 +40,11 @@ def write_snapshot(
     overrides: dict[str, Any] | None = None,
     reasons: Mapping[str, str] | None = None,
     passes: int = 0,
+    journal: dict[str, Any] | None = None,
 ) -> None:
     """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
-    (what a test or a script waits on instead of sleeping: "three more passes, and nothing")."""
+    (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
+    `journal`: what the journal's checks found at start (`JournalHealth.to_json()`)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -72,6 +74,7 @@ def write_snapshot(
         "overrides": overrides or {},
         # backend -> cache identity, as the daemon builds with them (part of every build key)
         "backend_versions": dict(observed.backend_versions),
+        "journal": journal,
     }
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
 
