@@ -176,9 +176,23 @@ class Journal:
                 " prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
             )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        # Whether a head was kept for this file before now (a 0.1.0 journal has none yet)
-        self.anchored = self._db.execute("PRAGMA application_id").fetchone()[0] == HEAD_APP_ID
-        self._marked = self.anchored
+        self._anchored: bool | None = None
+        self._marked = False  # this file's header says it keeps a head
+        if not readonly:
+            _ = self.anchored  # read before the first head write marks the file
+
+    @property
+    def anchored(self) -> bool:
+        """Whether a head was kept for this file before it was opened (a 0.1.0 journal has
+        none yet); False when its header cannot be read (verify reports that)."""
+        if self._anchored is None:
+            try:
+                app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+            except sqlite3.Error:
+                app_id = 0
+            self._anchored = app_id == HEAD_APP_ID
+            self._marked = self._anchored
+        return self._anchored
 
     def close(self) -> None:
         self._db.close()

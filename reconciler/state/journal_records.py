@@ -123,8 +123,10 @@ class HeadRepaired(Typed):
 
 def journal_kind(phase: str, detail: Mapping[str, Any]) -> Any:
     """The record type of a `journal` record in this phase, or None."""
-    if phase == Phase.FAILED:
-        return JournalReplaced if "damaged_file" in detail else JournalUntrusted
+    if phase == Phase.FAILED and "damaged_file" in detail:
+        return JournalReplaced
+    if phase == Phase.FAILED and "problem" in detail:  # what every release has written
+        return JournalUntrusted
     if phase == Phase.DONE and "verdict" in detail:
         return HeadRepaired
     return None
