@@ -4,9 +4,10 @@ are built and connected, started and shut down.
 Called by `hotswap run` (`reconciler.cli.run`) with `DaemonOptions`, the command line turned into
 values. Every setting goes into a constructor here (the controller's keyword arguments, the
 app's), never into an attribute set afterwards. The order is what recovery needs: hold the
-state directory's lock, open and verify the journal (refusing to run on one it cannot read),
-build everything, restore what the journal says was last promoted (unless its chain is
-broken), then serve; the shutdown runs to the end whatever stops the server.
+state directory's lock, open and check the journal (`reconciler.state.journal_open`: one
+SQLite cannot read is moved aside for a new one, or refused with `--strict-journal`), build
+everything, restore what the journal says was last promoted (unless it is not trusted: edited,
+shortened, replaced), then serve; the shutdown runs to the end whatever stops the server.
 """
 
 from __future__ import annotations

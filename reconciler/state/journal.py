@@ -51,6 +51,10 @@ knows (written by a later release, read after a downgrade) or with a damaged det
 an unreadable promotion and desired state is reconciled instead). Only `reconciler.state.queries`
 reads records back; nothing else parses a detail.
 
+The head (`reconciler.state.journal_head`): after each commit, inside the append lock, the new
+record's seq and hash are written to `journal.head` beside the file, so a chain cut at its end
+is caught too; the SQLite header's `application_id` marks a file whose head was kept.
+
 Readers (`hotswap journal`, `hotswap status`) open the file read-only beside a running daemon,
 which WAL allows. The daemon appends from several model workers; one lock serialises appends so
 the chain is a total order.

@@ -140,55 +140,43 @@ def check_head(
     """Compare the head with the journal's end (`tail`); `hash_at(seq)` reads one row's hash;
     `anchored`: the journal's header says a head was kept for it."""
     end = f"seq {tail[0]} (hash {tail[1][:SHOWN]})" if tail else "no records"
-    if isinstance(head, HeadUnreadable):
-        return HeadCheck(
-            Verdict.UNREADABLE,
-            f"the journal head cannot be read ({head});"
-            f" the journal ends at {end}, whether records were lost after it cannot"
-            " be told",
-            None,
-            tail,
-        )
-    if head is None:
-        if anchored and tail is not None:
-            return HeadCheck(
-                Verdict.MISSING,
-                f"the journal head file is missing; the journal"
-                f" ends at {end}, whether records were lost after it cannot be told",
-                None,
-                tail,
-            )
-        return HeadCheck(Verdict.NEW, f"no journal head yet; the journal ends at {end}", None, tail)
+    if not isinstance(head, Head):
+        return _without_head(head, tail, end, anchored)
     said = f"seq {head.seq} (hash {head.hash[:SHOWN]})"
     if tail is None or head.seq > tail[0]:
         first = tail[0] + 1 if tail else 1
-        return HeadCheck(
-            Verdict.SHORTENED,
-            f"the journal is SHORTENED: its head says {said} was"
-            f" committed, the journal ends at {end}; records {first}..{head.seq}"
-            " are missing",
-            head,
-            tail,
+        message = (
+            f"the journal is SHORTENED: its head says {said} was committed, the journal ends"
+            f" at {end}; records {first}..{head.seq} are missing"
         )
+        return HeadCheck(Verdict.SHORTENED, message, head, tail)
     found = hash_at(head.seq)
     if found != head.hash:
-        return HeadCheck(
-            Verdict.REWRITTEN,
-            f"the journal was REWRITTEN: its head says {said},"
-            f" the journal holds hash {str(found)[:SHOWN]} at seq {head.seq}",
-            head,
-            tail,
+        message = (
+            f"the journal was REWRITTEN: its head says {said}, the journal holds hash"
+            f" {str(found)[:SHOWN]} at seq {head.seq}"
         )
+        return HeadCheck(Verdict.REWRITTEN, message, head, tail)
     if head.seq < tail[0]:
-        return HeadCheck(
-            Verdict.BEHIND,
-            f"the journal head at {said} is behind the journal's"
-            f" end at {end} (a crash between a commit and its head, or a commit in progress):"
-            " nothing is lost",
-            head,
-            tail,
+        message = (
+            f"the journal head at {said} is behind the journal's end at {end} (a crash between"
+            " a commit and its head, or a commit in progress): nothing is lost"
         )
+        return HeadCheck(Verdict.BEHIND, message, head, tail)
     return HeadCheck(Verdict.OK, f"it ends where its head says, at {end}", head, tail)
+
+
+def _without_head(
+    error: HeadUnreadable | None, tail: tuple[int, str] | None, end: str, anchored: bool
+) -> HeadCheck:
+    unknown = f"the journal ends at {end}, whether records were lost after it cannot be told"
+    if error is not None:
+        return HeadCheck(
+            Verdict.UNREADABLE, f"the journal head cannot be read ({error}); {unknown}", None, tail
+        )
+    if anchored and tail is not None:
+        return HeadCheck(Verdict.MISSING, f"the journal head file is missing; {unknown}", None, tail)
+    return HeadCheck(Verdict.NEW, f"no journal head yet; the journal ends at {end}", None, tail)
 
 
 def head_report(journal_path: Path) -> dict[str, Any] | None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,8 @@ from reconciler.state.journal_head import (
 )
 from reconciler.state.journal_open import check_end
 from tests.support.journal_files import delete_tail, fill, reopened
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -129,3 +136,35 @@ def test_a_failed_head_write_does_not_fail_the_append(db: Path) -> None:
     with reopened(db) as j:
         rec = j.append("classifier", "fetch", "begin", detail={"step": "fetch v1"})
         assert rec.seq == 2 and j.head_error
+
+
+_APPENDER = """
+import sys
+from pathlib import Path
+from reconciler.state.journal import Journal
+j = Journal(Path(sys.argv[1]))
+while True:
+    j.append("classifier", "fetch", "begin", detail={"step": "fetch v1"})
+"""
+
+
+@pytest.mark.parametrize("after", [3, 30])
+def test_kill_9_while_appending_leaves_the_head_at_most_one_behind(db: Path, after: int) -> None:
+    db.parent.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", _APPENDER, str(db)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while (head_report(db) or {}).get("seq", 0) < after:
+            assert child.poll() is None and time.monotonic() < deadline, "the appender stalled"
+            time.sleep(0.005)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    with reopened(db) as j:
+        last = j.last()
+        head = read_head(head_path(db))
+        assert last is not None and head is not None and j.verify().ok
+        assert head.seq in (last.seq, last.seq - 1), (head, last.seq)
+        assert j.hash_at(head.seq) == head.hash
+        assert check_end(j).verdict in (Verdict.OK, Verdict.BEHIND)
