@@ -175,7 +175,9 @@ def _without_head(
             Verdict.UNREADABLE, f"the journal head cannot be read ({error}); {unknown}", None, tail
         )
     if anchored and tail is not None:
-        return HeadCheck(Verdict.MISSING, f"the journal head file is missing; {unknown}", None, tail)
+        return HeadCheck(
+            Verdict.MISSING, f"the journal head file is missing; {unknown}", None, tail
+        )
     return HeadCheck(Verdict.NEW, f"no journal head yet; the journal ends at {end}", None, tail)
 
 
