@@ -87,6 +87,14 @@ def open_journal(path: Path, strict: bool = False) -> tuple[Journal, JournalHeal
     opened = open_checked(path, strict=strict)
     if not isinstance(opened, JournalRefused):
         return opened
+    if not opened.damaged:
+        print(
+            f"hotswap: the journal {path} cannot be opened ({opened.problem}); it was left as"
+            " it is. Fix the cause (another process holding it, permissions, space) and start"
+            " again.",
+            file=sys.stderr,
+        )
+        return None
     # Refused, not replaced: the user asked for a human to look first.
     print(
         f"hotswap: the journal {path} cannot be read ({opened.problem}). With --strict-journal"

@@ -64,9 +64,12 @@ OK = JournalHealth("ok", True)
 
 @dataclass(frozen=True)
 class JournalRefused:
-    """`strict`: the journal cannot be read and is left as it is; the daemon does not start."""
+    """The daemon does not start; the journal is left as it is. `damaged`: SQLite cannot read
+    it and `strict` refused to replace it; otherwise it could not be opened (locked by another
+    process, no permission, no space) or moved aside, which is no damage to the file."""
 
     problem: str
+    damaged: bool = True
 
 
 def open_checked(
@@ -76,6 +79,10 @@ def open_checked(
     try:
         journal = Journal(path)
         check = journal.verify()
+    except sqlite3.OperationalError as e:  # locked, no permission, no space: not the file's fault
+        if journal is not None:
+            journal.close()
+        return JournalRefused(str(e), damaged=False)
     except sqlite3.DatabaseError as e:
         check = VerifyResult(False, 0, None, str(e))
     if journal is not None and check.ok:
@@ -88,7 +95,10 @@ def open_checked(
         journal.close()
     if strict:
         return JournalRefused(str(check.problem))
-    return replace_damaged(path, str(check.problem))
+    try:
+        return replace_damaged(path, str(check.problem))
+    except (OSError, sqlite3.Error) as e:
+        return JournalRefused(f"{check.problem}; it could not be moved aside: {e}", damaged=False)
 
 
 def check_end(journal: Journal) -> HeadCheck:

@@ -142,3 +142,18 @@ def test_records_of_the_release_before_read_back_as_an_edited_journal() -> None:
     body = JournalUntrusted.from_detail({"problem": "hash mismatch", "first_bad_seq": 7})
     assert (body.verdict, body.first_bad_seq) == ("edited", 7)
     assert JournalUntrusted.fits(Event.JOURNAL, Phase.FAILED)
+
+
+def test_a_journal_locked_by_another_process_is_refused_never_moved_aside(db: Path) -> None:
+    fill(db, 2)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")  # a shell that took the file out of WAL
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        refused = open_checked(db)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert isinstance(refused, JournalRefused) and not refused.damaged, refused
+    assert "locked" in refused.problem
+    assert not list(db.parent.glob("journal.db.damaged-*"))
