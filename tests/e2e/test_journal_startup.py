@@ -95,6 +95,9 @@ def test_a_truncated_journal_is_moved_aside_and_desired_state_served(kit: Kit, d
     journal = d.state / "journal.db"
     truncate(journal, 0.5)
     cut = journal.read_bytes()
+    d.start(args=["--strict-journal"])
+    assert d.wait_exit(60) == 1, "--strict-journal refuses it"
+    assert journal.read_bytes() == cut and not list(d.state.glob("journal.db.damaged-*"))
     d.start()
     wait_served(d, "1")
     [moved] = [
