@@ -4,9 +4,10 @@ gRPC servers are built and connected, started and shut down.
 Called by `hotswap run` (`reconciler.cli.run`) with `DaemonOptions`, the command line turned into
 values. Every setting goes into a constructor here (the controller's keyword arguments, the
 app's), never into an attribute set afterwards. The order is what recovery needs: hold the
-state directory's lock, open and verify the journal (refusing to run on one it cannot read),
-build everything, restore what the journal says was last promoted (unless its chain is
-broken), then serve; the shutdown runs to the end whatever stops the server.
+state directory's lock, open and check the journal (`reconciler.state.journal_open`: one
+SQLite cannot read is moved aside for a new one, or refused with `--strict-journal`), build
+everything, restore what the journal says was last promoted (unless it is not trusted: edited,
+shortened, replaced), then serve; the shutdown runs to the end whatever stops the server.
 
 Under systemd (`Type=notify`, $NOTIFY_SOCKET) the daemon says READY=1 once the server listens,
 after restore, so "started" means "serving the last good versions"; the controller pings the
@@ -28,7 +29,8 @@ from reconciler.core.names import Event, Phase
 if TYPE_CHECKING:
     from reconciler.loop.controller import Controller
     from reconciler.loop.sdnotify import Notifier
-    from reconciler.state.journal import Journal, VerifyResult
+    from reconciler.state.journal import Journal
+    from reconciler.state.journal_open import JournalHealth
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class DaemonOptions:
     grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
     strict_readiness: bool = False  # ready only while every desired model serves
     header_timeout_s: float = 10.0  # a request's headers must be complete within this
+    strict_journal: bool = False  # refuse an unreadable journal rather than move it aside
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,12 @@ def run_daemon(options: DaemonOptions) -> int:
         return EXIT_INVALID
     served: bool | None = None
     try:
-        opened = open_journal(options.state_dir / "journal.db")
+        opened = open_journal(options.state_dir / "journal.db", options.strict_journal)
         if opened is None:
             return EXIT_FAILURE
-        journal, check = opened
+        journal, health = opened
         try:
-            served = _recover_and_serve(options, journal, check)
+            served = _recover_and_serve(options, journal, health)
         finally:
             journal.close()
     finally:
@@ -89,34 +92,34 @@ def run_daemon(options: DaemonOptions) -> int:
     return EXIT_OK if served else EXIT_FAILURE
 
 
-def open_journal(path: Path) -> tuple[Journal, VerifyResult] | None:
-    """The journal and its verification; None (with the reason printed) when it is unreadable."""
-    import sqlite3
+def open_journal(path: Path, strict: bool = False) -> tuple[Journal, JournalHealth] | None:
+    """The journal and what its checks found (`reconciler.state.journal_open`); None (with the
+    reason printed) when it cannot be read and `strict` (`--strict-journal`) refuses it."""
+    from reconciler.state.journal_open import JournalRefused, open_checked
 
-    from reconciler.state.journal import Journal, VerifyResult
-
-    journal: Journal | None = None
-    try:
-        journal = Journal(path)
-        check = journal.verify()
-    except sqlite3.DatabaseError as e:
-        check = VerifyResult(False, 0, None, str(e))
-    if journal is not None and (check.ok or check.first_bad_seq is not None):
-        return journal, check
-    # Unreadable is refused, not repaired in passing: what it held is evidence.
+    opened = open_checked(path, strict=strict)
+    if not isinstance(opened, JournalRefused):
+        return opened
+    if not opened.damaged:
+        print(
+            f"hotswap: the journal {path} cannot be opened ({opened.problem}); it was left as"
+            " it is. Fix the cause (another process holding it, permissions, space) and start"
+            " again.",
+            file=sys.stderr,
+        )
+        return None
+    # Refused, not replaced: the user asked for a human to look first.
     print(
-        f"hotswap: the journal {path} cannot be read ({check.problem}). The daemon does"
-        f" not run on a journal it cannot read. Keep it for inspection and start a new one:"
-        f" mv {path} {path}.damaged (the daemon then serves what desired"
-        " state asks for, fully verified again).",
+        f"hotswap: the journal {path} cannot be read ({opened.problem}). With --strict-journal"
+        f" the daemon does not run on a journal it cannot read. Keep it for inspection and"
+        f" start a new one: mv {path} {path}.damaged (the daemon then serves what desired"
+        " state asks for, fully verified again), or start without --strict-journal.",
         file=sys.stderr,
     )
-    if journal is not None:
-        journal.close()
     return None
 
 
-def wire(options: DaemonOptions, journal: Journal) -> Daemon:
+def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None = None) -> Daemon:
     """Build the runtime, the controller and the HTTP server around an open journal."""
     import uvicorn
 
@@ -141,6 +144,8 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     metrics = Metrics()
     notifier = Notifier.from_env()
     metrics.watch_state(repo.describe, journal.size_bytes)
+    if health is not None:
+        metrics.watch_journal(lambda: health.verdict, lambda: health.trusted)
     controller = Controller(
         options.desired_dir,
         options.state_dir,
@@ -154,6 +159,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         strict_readiness=options.strict_readiness,
         probe=ProbeSettings(options.probe_timeout, options.probe_memory, options.probe),
         notifier=notifier,
+        journal_health=health,
     )
     service = inference_service(
         repo,
@@ -200,12 +206,12 @@ def _server(config: Any, notifier: Notifier, controller: Controller) -> Any:
     return NotifyingServer(config)
 
 
-def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyResult) -> bool:
+def _recover_and_serve(options: DaemonOptions, journal: Journal, health: JournalHealth) -> bool:
     """Wire, restore, serve; True when the server started."""
     import structlog
 
     log = structlog.get_logger("hotswap")
-    daemon = wire(options, journal)
+    daemon = wire(options, journal, health)
     log.info(
         "daemon.starting",
         desired=str(options.desired_dir),
@@ -214,18 +220,29 @@ def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyRe
         grpc_listen=daemon.grpc.address if daemon.grpc else None,
         pid=os.getpid(),
     )
-    if not check.ok:
-        # Readable but edited: its records cannot say what was last promoted. Start from desired
-        # state (every step verified again) rather than restore what the journal claims.
-        log.error("journal.chain-broken", seq=check.first_bad_seq, problem=check.problem)
-        journal.append(
-            "-",
-            Event.JOURNAL,
-            Phase.FAILED,
-            detail={"problem": check.problem, "first_bad_seq": check.first_bad_seq},
-        )
-    daemon.controller.recover(restore=check.ok)
+    report_journal(journal, health)
+    # Untrusted: its records cannot say what was last promoted. Start from desired state
+    # (every step verified again) rather than restore what the journal claims.
+    daemon.controller.recover(restore=health.trusted)
     return serve(daemon)
+
+
+def report_journal(journal: Journal, health: JournalHealth) -> None:
+    """Log what the journal's checks found and journal it (its own record, typed)."""
+    import structlog
+
+    log = structlog.get_logger("hotswap")
+    if health.record is None:
+        return
+    if health.trusted:
+        log.warning(f"journal.{health.verdict}", problem=health.problem)
+    elif health.verdict == "edited":  # the event name of earlier releases, kept for log readers
+        log.error("journal.chain-broken", problem=health.problem)
+    else:
+        log.error(f"journal.{health.verdict}", problem=health.problem,
+                  damaged_file=health.damaged_file)  # fmt: skip
+    phase = getattr(health.record, "PHASE", Phase.FAILED)
+    journal.append("-", Event.JOURNAL, phase, detail=health.record)
 
 
 def serve(daemon: Daemon) -> bool:

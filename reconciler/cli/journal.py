@@ -25,7 +25,8 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
     jr.add_argument(
         "--verify",
         action="store_true",
-        help="check the hash chain; exit 1 and name the first bad record if broken",
+        help="check the hash chain and that it ends where the journal's head says; exit 1 and"
+        " name the first bad record, or the missing ones, if not",
     )
     jr.add_argument("--tail", type=int, default=0, metavar="N", help="only the last N records")
     jr.set_defaults(handler=cmd_journal)
@@ -48,9 +49,18 @@ def cmd_journal(args: argparse.Namespace) -> int:
 
 
 def _verify(journal: Any) -> int:
+    from reconciler.state.journal_head import Verdict
+    from reconciler.state.journal_open import check_end
+
     result = journal.verify()
     if result.ok:
-        print(f"journal ok: {result.records} records, hash chain intact")
+        end = check_end(journal)  # the head is read before the end: a running daemon is no race
+        if end.rows_lost:
+            print(f"journal BROKEN: {end.message} ({result.records} records read)", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"journal ok: {result.records} records, hash chain intact; {end.message}")
+        if end.verdict in (Verdict.MISSING, Verdict.UNREADABLE):
+            print(f"hotswap: warning: {end.message}", file=sys.stderr)
         return EXIT_OK
     where = f" at seq {result.first_bad_seq}" if result.first_bad_seq is not None else ""
     print(

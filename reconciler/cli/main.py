@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_run.add_command(sub, common)
+    sub.choices["run"].add_argument(
+        "--strict-journal",
+        action="store_true",
+        help="refuse to start on a journal SQLite cannot read (default: move it aside as"
+        " journal.db.damaged-<time>, start a new one and serve desired state, fully verified)",
+    )
     cli_plan.add_command(sub, common)
     cli_status.add_command(sub, common)
     cli_journal.add_command(sub, common)

@@ -206,4 +206,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         grpc_listen=args.grpc_listen,
         strict_readiness=args.strict_readiness,
         header_timeout_s=args.header_timeout,
+        strict_journal=getattr(args, "strict_journal", False),
     )

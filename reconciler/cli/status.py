@@ -69,6 +69,8 @@ def status_report(view: DaemonView, running: bool) -> dict[str, Any]:
         "errors": [e.to_json() for e in view.desired.errors],
         # the daemon's verdict on the desired commit, when the trust dir requires signed ones
         "desired_commit": snapshot.get("desired_commit"),
+        # what the journal's checks found at the daemon's start (None: a daemon before them)
+        "journal": snapshot.get("journal"),
     }
 
 
@@ -177,6 +179,10 @@ def _print_report(report: dict[str, Any]) -> None:
     )
     if report["revision"]:
         print(f"desired revision: {report['revision']}")
+    journal = report.get("journal") or {}
+    if journal.get("verdict", "ok") != "ok":
+        what = "NOT TRUSTED, nothing restored from it" if not journal.get("trusted") else "trusted"
+        print(f"JOURNAL {str(journal['verdict']).upper()} ({what}): {journal.get('problem')}")
     print(f"{'MODEL':<16} {'DESIRED':<9} {'ACTIVE':<9} {'CANDIDATE':<10} {'STANDBY':<9} STATE")
     for r in report["models"]:
         print(

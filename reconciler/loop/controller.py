@@ -43,6 +43,7 @@ from reconciler.source.watch import DesiredWatcher
 from reconciler.state.atomic import sweep_temp_files
 from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
+from reconciler.state.journal_open import JournalHealth
 from reconciler.state.status import write_snapshot
 from reconciler.state.summary import status_line
 from reconciler.trust.policy import TrustConfigError, load_policy
@@ -73,6 +74,7 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
         probe: ProbeSettings | None = None,
         notifier: Notifier | None = None,  # systemd's: STATUS= per status write, WATCHDOG=1
+        journal_health: JournalHealth | None = None,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -122,6 +124,7 @@ class Controller:
         self._clock = clock
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
         self.passes = 0
+        self.journal_health = journal_health  # what the start found; shown in status
         self._make_threads(workers)
 
     def _make_threads(self, workers: int) -> None:
@@ -374,6 +377,7 @@ class Controller:
                     store=self.ctx.store_health(),
                     desired_commit=self.commits.verdict_json(),
                     steps=self.ctx.step_progress(),
+                    journal=self.journal_health.to_json() if self.journal_health else None,
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

@@ -41,8 +41,13 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         yield f
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fsutil.atomic_write(path, data, mode, checkpoint=_crashpoint)
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, crashpoints: str = "atomic") -> None:
+    """`crashpoints`: the prefix of this write's crash points; a writer that runs with every
+    journal append (the journal's head) has its own, so the `atomic:` counts stay the store's."""
+    if crashpoints == "atomic":
+        fsutil.atomic_write(path, data, mode, checkpoint=_crashpoint)
+        return
+    fsutil.atomic_write(path, data, mode, checkpoint=lambda s: crashpoint(f"{crashpoints}:{s}"))
 
 
 def commit_file(tmp: Path, path: Path) -> None:

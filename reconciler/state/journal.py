@@ -51,6 +51,10 @@ knows (written by a later release, read after a downgrade) or with a damaged det
 an unreadable promotion and desired state is reconciled instead). Only `reconciler.state.queries`
 reads records back; nothing else parses a detail.
 
+The head (`reconciler.state.journal_head`): after each commit, inside the append lock, the new
+record's seq and hash are written to `journal.head` beside the file, so a chain cut at its end
+is caught too; the SQLite header's `application_id` marks a file whose head was kept.
+
 Readers (`hotswap journal`, `hotswap status`) open the file read-only beside a running daemon,
 which WAL allows. The daemon appends from several model workers; one lock serialises appends so
 the chain is a total order.
@@ -70,6 +74,7 @@ from typing import Any, Protocol
 
 from reconciler.core.canonical import canonical_json
 from reconciler.state.crashpoint import crashpoint
+from reconciler.state.journal_head import HEAD_APP_ID, Head, head_path, write_head
 
 GENESIS = "0" * 64
 SCHEMA_VERSION = 1
@@ -150,7 +155,10 @@ class TypedDetail(Protocol):
 
 class Journal:
     def __init__(self, path: Path, readonly: bool = False) -> None:
+        """A writable journal keeps its head (`journal_head`) beside it, `journal.head`."""
         self.path = path
+        self.head_path = head_path(path)
+        self.head_error: str | None = None  # the last head write that failed (repaired at start)
         self._lock = threading.Lock()
         if readonly:
             if not path.exists():
@@ -172,6 +180,23 @@ class Journal:
                 " prev_hash TEXT NOT NULL, hash TEXT NOT NULL)"
             )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._anchored: bool | None = None
+        self._marked = False  # this file's header says it keeps a head
+        if not readonly:
+            _ = self.anchored  # read before the first head write marks the file
+
+    @property
+    def anchored(self) -> bool:
+        """Whether a head was kept for this file before it was opened (a 0.1.0 journal has
+        none yet); False when its header cannot be read (verify reports that)."""
+        if self._anchored is None:
+            try:
+                app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+            except sqlite3.Error:
+                app_id = 0
+            self._anchored = app_id == HEAD_APP_ID
+            self._marked = self._anchored
+        return self._anchored
 
     def close(self) -> None:
         self._db.close()
@@ -213,8 +238,41 @@ class Journal:
                 f"INSERT INTO records ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
                 tuple(getattr(record, c) for c in _COLUMNS),
             )
+            crashpoint("journal:committed")
+            self._write_head(record)
         crashpoint(f"{step}:{phase}")
         return record
+
+    def _write_head(self, record: Record) -> None:
+        # After the commit, in the lock: the head is never ahead of the database, and at most
+        # one record behind it after a crash. A failed write is not the append's failure (the
+        # record is durable); the next start finds the head behind and rewrites it.
+        try:
+            write_head(self.head_path, Head(record.seq, record.hash, record.time))
+            self.head_error = None
+        except OSError as e:
+            self.head_error = str(e)
+            return
+        if not self._marked:  # from now on a missing head file is one that was lost
+            self._db.execute(f"PRAGMA application_id={HEAD_APP_ID}")
+            self._marked = True
+
+    def anchor_head(self) -> None:
+        """Make the head name the journal's last record (at start, when it is behind or new)."""
+        with self._lock:
+            last = self.last()
+            if last is not None:
+                self._write_head(last)
+
+    def last(self) -> Record | None:
+        row = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM records ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return Record(*row) if row else None
+
+    def hash_at(self, seq: int) -> str | None:
+        row = self._db.execute("SELECT hash FROM records WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
 
     def records(self, model: str | None = None) -> Iterator[Record]:
         query = f"SELECT {','.join(_COLUMNS)} FROM records"

@@ -37,6 +37,12 @@ from reconciler.state.detail import (
     spec_to_record,
 )
 from reconciler.state.journal import Record
+from reconciler.state.journal_records import (
+    HeadRepaired,
+    JournalReplaced,
+    JournalUntrusted,
+    journal_kind,
+)
 from reconciler.state.operator_records import (
     OverrideCleared,
     OverrideRefused,
@@ -47,7 +53,8 @@ from reconciler.state.probe_records import WarmDone
 from reconciler.state.store_records import Refetched, StoreDamaged
 
 __all__ = [
-    "Body", "BuildDone", "Entry", "FetchDone", "OverrideCleared", "OverrideRefused",
+    "Body", "BuildDone", "Entry", "FetchDone", "HeadRepaired", "JournalReplaced",
+    "JournalUntrusted", "OverrideCleared", "OverrideRefused",
     "OverrideSet", "Raw", "Refetched", "RestoreBegun", "RestoreDone", "RestoreFailed", "RetryRequested",
     "RevertBegun", "StepBegun", "StepFailed", "StoreDamaged", "SwapDone", "WarmDone", "parse",
 ]  # fmt: skip
@@ -282,7 +289,8 @@ class RestoreFailed(Typed):
 Body = (
     StepBegun | RevertBegun | FetchDone | BuildDone | SwapDone | StepFailed | RestoreBegun
     | RestoreDone | RestoreFailed | OverrideSet | OverrideCleared | OverrideRefused
-    | RetryRequested | StoreDamaged | Refetched | WarmDone | Raw
+    | RetryRequested | StoreDamaged | Refetched | WarmDone | JournalUntrusted | JournalReplaced
+    | HeadRepaired | Raw
 )  # fmt: skip
 
 _BY_STEP_AND_PHASE: dict[tuple[str, str], Any] = {
@@ -310,6 +318,8 @@ def _kind(step: str, phase: str, detail: Mapping[str, Any]) -> Any:
         return StepFailed
     if step == StepName.RESTORE and phase == Phase.FAILED:
         return StepFailed if "reason" in detail else RestoreFailed  # 0.1.0 wrote a message only
+    if step == Event.JOURNAL:
+        return journal_kind(phase, detail)
     return _BY_STEP_AND_PHASE.get((step, phase))
 
 

@@ -44,6 +44,7 @@ def write_snapshot(
     store: Mapping[str, Any] | None = None,
     desired_commit: Mapping[str, Any] | None = None,
     steps: Mapping[str, dict[str, Any]] | None = None,
+    journal: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body written, for the caller's one-line summary.
 
@@ -52,7 +53,8 @@ def write_snapshot(
     (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
     `store`: model -> its damaged store copies found and repairs in progress
     (reconciler.ops.repair); `desired_commit`: the signed-commit verdict on the desired
-    checkout, when the trust dir asks for one (`reconciler.source.commits`)."""
+    checkout, when the trust dir asks for one (`reconciler.source.commits`); `journal`: what
+    the journal's checks found at start (`JournalHealth.to_json()`)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -81,6 +83,7 @@ def write_snapshot(
         "overrides": overrides or {},
         # backend -> cache identity, as the daemon builds with them (part of every build key)
         "backend_versions": dict(observed.backend_versions),
+        "journal": journal,
     }
     if desired_commit is not None:
         body["desired_commit"] = dict(desired_commit)

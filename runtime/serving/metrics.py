@@ -50,6 +50,32 @@ class _StateCollector(Collector):
         yield size
 
 
+class _JournalCollector(Collector):
+    """Whether the journal passed its checks at start; `verdict` names what it found."""
+
+    def __init__(self, verdict: Callable[[], str], trusted: Callable[[], bool]) -> None:
+        self._verdict = verdict
+        self._trusted = trusted
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        trusted = GaugeMetricFamily(
+            "hotswap_journal_trusted",
+            "1 when the journal verified whole at start (restored from), 0 when it was edited,"
+            " shortened or unreadable (moved aside) and desired state was served instead",
+        )
+        trusted.add_metric([], 1 if self._trusted() else 0)
+        yield trusted
+        problem = GaugeMetricFamily(
+            "hotswap_journal_problem",
+            "1 for what the journal's checks found at start, unless ok (edited, shortened,"
+            " rewritten, replaced, head-missing, head-unreadable)",
+            labels=["verdict"],
+        )
+        if self._verdict() != "ok":
+            problem.add_metric([self._verdict()], 1)
+        yield problem
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -91,3 +117,6 @@ class Metrics:
         self, describe_models: Callable[[], dict[str, Any]], journal_bytes: Callable[[], int]
     ) -> None:
         self.registry.register(_StateCollector(describe_models, journal_bytes))
+
+    def watch_journal(self, verdict: Callable[[], str], trusted: Callable[[], bool]) -> None:
+        self.registry.register(_JournalCollector(verdict, trusted))

@@ -35,7 +35,7 @@ def test_run_options_are_passed_to_the_controller_and_step_context(tmp_path: Pat
     options = cli_run.daemon_options(args)
     opened = open_journal(state / "journal.db")
     assert opened is not None
-    journal, check = opened
+    journal, health = opened
     try:
         daemon = wire(options, journal)
         ctx = daemon.controller.ctx
@@ -51,7 +51,7 @@ def test_run_options_are_passed_to_the_controller_and_step_context(tmp_path: Pat
         ctx.background.shutdown()
     finally:
         journal.close()
-    assert check.ok
+    assert health.trusted and health.verdict == "ok"
 
 
 def test_an_unreadable_journal_is_refused_with_what_to_do(
@@ -59,7 +59,7 @@ def test_an_unreadable_journal_is_refused_with_what_to_do(
 ) -> None:
     path = tmp_path / "journal.db"
     path.write_bytes(b"this is not a SQLite database, it is 48 bytes long")
-    assert open_journal(path) is None
+    assert open_journal(path, strict=True) is None
     assert f"mv {path} {path}.damaged" in capsys.readouterr().err
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 from reconciler.state.journal import Journal, Record
+from reconciler.state.journal_head import head_path, read_head
 from runtime.fsutil import sha256_file
 from tests.support.daemon import Daemon, trust
 from tests.support.kit import INPUT_SHAPE, Kit
@@ -82,6 +83,10 @@ CRASH_POINTS = [
     *ATOMIC_POINTS,
     "restore:begin",
     "restore:done",
+    # Between a record's commit and its journal head: the head is left one behind, which the
+    # next start repairs (nothing lost: the journal is trusted and restored from).
+    "journal:committed@4",
+    "journal-head:before-rename@4",
 ]
 # At these points the journal's last promoted version was still v1: recovery must restore v1.
 STILL_V1 = {"swap:begin", "swap:flipped"}
@@ -109,6 +114,20 @@ def records(state: Path) -> list[Record]:
         return list(journal.records(MODEL))
     finally:
         journal.close()
+
+
+def journal_end(state: Path) -> int:
+    journal = Journal(state / "journal.db", readonly=True)
+    try:
+        last = journal.last()
+        return last.seq if last else 0
+    finally:
+        journal.close()
+
+
+def head_seq(state: Path) -> int | None:
+    head = read_head(head_path(state / "journal.db"))
+    return head.seq if head else None
 
 
 def last_seq(state: Path) -> int:
@@ -299,6 +318,8 @@ def test_crash_point_recovers(point: str, kit: Kit, from_golden: Daemon) -> None
         torn = partial_files(d.state)
         assert torn, f"{point}: no temp file left by the crash"
         print(f"{point}: crashed with {torn} unrenamed")
+    if point.startswith("journal"):
+        assert head_seq(d.state) == journal_end(d.state) - 1, f"{point}: head not one behind"
 
     served = restart_and_watch(d, target="2", allowed={"1", "2"})
     restored = check_recovered(d, crash_seq, "2", served)

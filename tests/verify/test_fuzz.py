@@ -427,7 +427,8 @@ def pristine_journal(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, R
         )
     j._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into journal.db itself
     j.close()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["journal.db"]
+    # the journal's head (journal.head) is a file of its own; no -wal or -shm is left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["journal.db", "journal.head"]
     raw = path.read_bytes()
     rows = read_rows(path)
     assert isinstance(rows, list) and len(rows) == 20
