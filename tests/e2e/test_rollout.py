@@ -200,7 +200,8 @@ def test_kill_9_mid_canary_restores_the_active_version_and_runs_the_canary_again
 ) -> None:
     d = started(daemon, kit)
     with VersionWatch(d, interval=0.02):
-        kit.write(d.desired, "2", mutate=rollout("canary", [(50, "3s")], min_requests=3))
+        # long enough for a few `hotswap status` calls on a loaded machine
+        kit.write(d.desired, "2", mutate=rollout("canary", [(50, "8s")], min_requests=3))
         wait_records(d, "the canary to begin", timeout=60, step="rollout", phase="begin")
         shown = ""
 
@@ -210,7 +211,7 @@ def test_kill_9_mid_canary_restores_the_active_version_and_runs_the_canary_again
             return "canary stage 1/1: 50% of requests answered by the candidate" in shown
 
         d.wait_for(status_shows_stage, 10, "hotswap status to show the canary")
-        assert "of 3s in; candidate" in shown
+        assert "of 8s in; candidate" in shown
         d.kill9()
     before = d.journal_records()[-1]["seq"]
     d.start()
