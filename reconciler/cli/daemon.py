@@ -22,6 +22,7 @@ from reconciler.cli.version import hotswap_version
 from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
+    from reconciler.fleet.mqtt import FleetReporter, MqttSettings
     from reconciler.loop.controller import Controller
     from reconciler.state.journal import Journal, VerifyResult
 
@@ -42,6 +43,10 @@ class DaemonOptions:
     access_log: bool = False
     grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
     strict_readiness: bool = False  # ready only while every desired model serves
+    # fleet: the broker to report to and take wakes from (None: no MQTT), and who this device is
+    mqtt: MqttSettings | None = None
+    device_id: str = ""
+    device_labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Daemon:
     controller: Controller
     server: Any  # uvicorn.Server
     grpc: Any = None  # runtime.serving.grpc.server.GrpcServer, or None when off
+    fleet: FleetReporter | None = None  # the MQTT session, or None when no broker is set
 
 
 def run_daemon(options: DaemonOptions) -> int:
@@ -125,6 +131,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     )
     metrics = Metrics()
     metrics.watch_state(repo.describe, journal.size_bytes)
+    fleet: FleetReporter | None = None  # built below; the controller tells it of every status write
     controller = Controller(
         options.desired_dir,
         options.state_dir,
@@ -136,7 +143,9 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         metrics=metrics,
         trust_dir=options.trust_dir,
         strict_readiness=options.strict_readiness,
+        on_status=lambda: fleet.changed() if fleet is not None else None,
     )
+    fleet = _fleet_reporter(options, controller)
     service = inference_service(
         repo,
         controller.ready,
@@ -153,7 +162,29 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         access_log=False,
         lifespan="off",
     )
-    return Daemon(controller, uvicorn.Server(config), _grpc_server(service, options.grpc_listen))
+    grpc = _grpc_server(service, options.grpc_listen)
+    return Daemon(controller, uvicorn.Server(config), grpc, fleet)
+
+
+def _fleet_reporter(options: DaemonOptions, controller: Controller) -> FleetReporter | None:
+    """The MQTT session when a broker is configured: reports from the status snapshot, and a
+    wake makes the controller look at desired state now."""
+    if options.mqtt is None:
+        return None
+    from reconciler.fleet.mqtt import FleetReporter
+    from reconciler.state.status import read_snapshot
+
+    def wake(commit: str | None) -> None:
+        controller.wake()  # re-reads the desired checkout at once
+
+    return FleetReporter(
+        options.mqtt,
+        options.device_id,
+        dict(options.device_labels),
+        hotswap_version(),
+        snapshot=lambda: read_snapshot(options.state_dir),
+        wake=wake,
+    )
 
 
 def _grpc_server(service: Any, listen: tuple[str, int] | None) -> Any:
@@ -207,12 +238,16 @@ def serve(daemon: Daemon) -> bool:
         daemon.controller.ctx.shutdown()  # what recovery started; the loop never ran
         return False
     daemon.controller.start()
+    if daemon.fleet is not None:
+        daemon.fleet.start()  # connects in the background: a broker that is down delays nothing
     try:
         server.run()
     finally:
         if daemon.grpc is not None:
             daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
         daemon.controller.stop()
+        if daemon.fleet is not None:
+            daemon.fleet.stop()  # says `offline`: the device no longer serves
     return bool(server.started)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.cli import package as cli_package
 from reconciler.cli.daemon import DaemonOptions
+from reconciler.cli.fleet_options import add_mqtt_options, device_identity, mqtt_settings
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -102,6 +103,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         help="/v2/health/ready only while every desired model serves (default: while every model"
         " that has served still serves; a new model that failed leaves the device ready)",
     )
+    add_mqtt_options(run)  # fleet: wake and report over MQTT
     run.set_defaults(handler=cmd_run)
 
 
@@ -151,6 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def daemon_options(args: argparse.Namespace) -> DaemonOptions:
     host, port = args.listen
+    device_id, labels = device_identity(args)
     return DaemonOptions(
         desired_dir=args.desired,
         state_dir=args.state_dir,
@@ -166,4 +169,7 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         access_log=args.access_log,
         grpc_listen=args.grpc_listen,
         strict_readiness=args.strict_readiness,
+        mqtt=mqtt_settings(args),
+        device_id=device_id,
+        device_labels=tuple(sorted(labels.items())),
     )

@@ -63,14 +63,17 @@ class Controller:
         strict_readiness: bool = False,
         backends: Backends | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_status: Callable[[], None] | None = None,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
         Settings are keyword arguments rather than one settings object because the step
         context below takes only its share of them and lives in a lower layer (ops), which
         may not import a type defined here; keyword-only, so each caller names what it sets.
-        Nothing is configured by assigning attributes after construction.
+        Nothing is configured by assigning attributes after construction. `on_status` is told
+        after every status write (the fleet reporter); it must not block.
         """
+        self._on_status = on_status
         self.desired_dir = desired_dir
         self.state_dir = state_dir
         self.journal = journal
@@ -320,6 +323,9 @@ class Controller:
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))
+                return
+        if self._on_status is not None:
+            self._on_status()
 
     def busy(self) -> bool:
         return self.schedule.busy()
