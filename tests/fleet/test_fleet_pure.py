@@ -130,3 +130,15 @@ def test_max_offline_and_plan() -> None:
     assert [s.changes for s in steps] == [False, True]
     lines = rollout.describe_plan(steps, "m", GATES)
     assert "already at 2" in lines[0] and "m 1 -> 2" in lines[1]
+
+
+def test_the_password_comes_from_its_file_and_a_missing_one_names_only_the_path(tmp_path) -> None:
+    from reconciler.fleet.mqtt import make_client
+
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("s3cret\n")
+    client = make_client(MqttSettings("mqtt://b", username="dev", password_file=secret), "c")
+    assert client.username == "dev" and client.password == "s3cret"
+    with pytest.raises(MqttConfigError) as e:
+        make_client(MqttSettings("mqtt://b", username="dev", password_file=tmp_path / "nope"), "c")
+    assert "nope" in str(e.value)
