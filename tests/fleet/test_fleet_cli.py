@@ -43,3 +43,20 @@ def test_a_ring_file_takes_the_releases_version_bound_fields_only() -> None:
     assert out["spec"]["health"] == {"golden": "g2", "atol": 1}
     assert out["spec"]["rollout"] == {"strategy": "canary"}  # the ring's own
     assert yaml.safe_load(edited(None, release)) == release
+
+
+def test_rollout_without_a_reachable_broker_changes_nothing(tmp_path: Path, capsys) -> None:
+    from reconciler.cli.main import main
+    from tests.support.daemon import free_port
+    from tests.support.fleet import git
+
+    repo = tmp_path / "fleet"
+    (repo / "rings" / "canary").mkdir(parents=True)
+    (repo / "releases" / "m").mkdir(parents=True)
+    (repo / "releases" / "m" / "2.yaml").write_text("spec: {model: {version: '2'}}\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    rc = main(["fleet", "rollout", "--repo", str(repo), "--model", "m", "--version", "2",
+               "--rings", "canary", "--broker", f"mqtt://127.0.0.1:{free_port()}"])  # fmt: skip
+    assert rc == 1 and "cannot reach the broker" in capsys.readouterr().err
+    assert git(repo, "rev-list", "--count", "HEAD") == "1"
