@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.daemon import Daemon, trust
 from tests.support.kit import Kit, make_kit
+from tests.support.mosquitto import Mosquitto
 
 # A machine's own /etc/hotswap/config.yaml must not change what the tests (and the daemons and
 # commands they start) do: an empty HOTSWAP_CONFIG reads no config file.
@@ -54,3 +55,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         uses_daemon = "daemon" in getattr(item, "fixturenames", ())
         if uses_daemon or item.path.parent.name in ("e2e", "crash"):
             item.add_marker(pytest.mark.daemon)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto on 127.0.0.1 and a free port, stopped by its pid at the end."""
+    broker = Mosquitto(tmp_path).start()
+    yield broker
+    broker.stop()

@@ -27,6 +27,7 @@ from reconciler.cli.version import hotswap_version
 from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
+    from reconciler.fleet.mqtt import FleetReporter, MqttSettings
     from reconciler.loop.controller import Controller
     from reconciler.loop.sdnotify import Notifier
     from reconciler.state.journal import Journal
@@ -54,6 +55,10 @@ class DaemonOptions:
     strict_readiness: bool = False  # ready only while every desired model serves
     header_timeout_s: float = 10.0  # a request's headers must be complete within this
     strict_journal: bool = False  # refuse an unreadable journal rather than move it aside
+    # fleet: the broker to report to and take wakes from (None: no MQTT), and who this device is
+    mqtt: MqttSettings | None = None
+    device_id: str = ""
+    device_labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Daemon:
     server: Any  # uvicorn.Server
     notifier: Notifier
     grpc: Any = None  # runtime.serving.grpc.server.GrpcServer, or None when off
+    fleet: FleetReporter | None = None  # the MQTT session, or None when no broker is set
 
 
 def run_daemon(options: DaemonOptions) -> int:
@@ -146,6 +152,7 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
     metrics.watch_state(repo.describe, journal.size_bytes)
     if health is not None:
         metrics.watch_journal(lambda: health.verdict, lambda: health.trusted)
+    fleet: FleetReporter | None = None  # built below; the controller tells it of every status write
     controller = Controller(
         options.desired_dir,
         options.state_dir,
@@ -160,7 +167,9 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
         probe=ProbeSettings(options.probe_timeout, options.probe_memory, options.probe),
         notifier=notifier,
         journal_health=health,
+        on_status=lambda: fleet.changed() if fleet is not None else None,
     )
+    fleet = _fleet_reporter(options, controller)
     service = inference_service(
         repo,
         controller.ready,
@@ -180,7 +189,29 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
     server = _server(config, notifier, controller)
-    return Daemon(controller, server, notifier, _grpc_server(service, options.grpc_listen))
+    grpc = _grpc_server(service, options.grpc_listen)
+    return Daemon(controller, server, notifier, grpc, fleet)
+
+
+def _fleet_reporter(options: DaemonOptions, controller: Controller) -> FleetReporter | None:
+    """The MQTT session when a broker is configured: reports from the status snapshot, and a
+    wake makes the controller look at desired state now."""
+    if options.mqtt is None:
+        return None
+    from reconciler.fleet.mqtt import FleetReporter
+    from reconciler.state.status import read_snapshot
+
+    def wake(commit: str | None) -> None:
+        controller.wake()  # re-reads the desired checkout at once
+
+    return FleetReporter(
+        options.mqtt,
+        options.device_id,
+        dict(options.device_labels),
+        hotswap_version(),
+        snapshot=lambda: read_snapshot(options.state_dir),
+        wake=wake,
+    )
 
 
 def _grpc_server(service: Any, listen: tuple[str, int] | None) -> Any:
@@ -259,12 +290,16 @@ def serve(daemon: Daemon) -> bool:
         daemon.controller.ctx.shutdown()  # what recovery started; the loop never ran
         return False
     daemon.controller.start()
+    if daemon.fleet is not None:
+        daemon.fleet.start()  # connects in the background: a broker that is down delays nothing
     try:
         server.run()
     finally:
         daemon.notifier.stopping()
         if daemon.grpc is not None:
             daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
+        if daemon.fleet is not None:
+            daemon.fleet.stop()  # says `offline`: the device no longer serves
         if not daemon.controller.stop():
             _exit_now(EXIT_OK if server.started else EXIT_FAILURE)
     return bool(server.started)

@@ -11,6 +11,7 @@ The console script (`hotswap = "reconciler.cli.main:main"`) and `python -m recon
     keygen | sign | publish | verify   reconciler.cli.package
     config show              reconciler.cli.config (the config file, environment and flags)
     validate                 reconciler.cli.validate (desired and config files, for CI)
+    fleet status | rollout   reconciler.cli.fleet, reconciler.cli.fleet_rollout (over reconciler.fleet)
 
 Exit codes (reconciler.cli.exits): 0 ok, 1 runtime failure, 2 usage or invalid input,
 3 (`plan`) changes pending.
@@ -22,6 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from reconciler.cli import fleet as cli_fleet
 from reconciler.cli import journal as cli_journal
 from reconciler.cli import operator as cli_operator
 from reconciler.cli import package as cli_package
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_operator.add_commands(sub, common)  # rollback, retry
     cli_config_show.add_command(sub, common)  # config show
     cli_validate.add_command(sub)  # validate (CI on a GitOps repository)
+    cli_fleet.add_command(sub, common)  # fleet status, fleet rollout (MQTT and git)
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.cli import package as cli_package
 from reconciler.cli.daemon import DaemonOptions
+from reconciler.cli.fleet_options import add_mqtt_options, device_identity, mqtt_settings
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -110,6 +111,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         help="/v2/health/ready only while every desired model serves (default: while every model"
         " that has served still serves; a new model that failed leaves the device ready)",
     )
+    add_mqtt_options(run)  # fleet: wake and report over MQTT
     run.set_defaults(handler=cmd_run)
 
 
@@ -187,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def daemon_options(args: argparse.Namespace) -> DaemonOptions:
     host, port = args.listen
+    device_id, labels = device_identity(args)
     return DaemonOptions(
         desired_dir=args.desired,
         state_dir=args.state_dir,
@@ -207,4 +210,7 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         strict_readiness=args.strict_readiness,
         header_timeout_s=args.header_timeout,
         strict_journal=getattr(args, "strict_journal", False),
+        mqtt=mqtt_settings(args),
+        device_id=device_id,
+        device_labels=tuple(sorted(labels.items())),
     )

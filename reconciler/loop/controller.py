@@ -75,14 +75,17 @@ class Controller:
         probe: ProbeSettings | None = None,
         notifier: Notifier | None = None,  # systemd's: STATUS= per status write, WATCHDOG=1
         journal_health: JournalHealth | None = None,
+        on_status: Callable[[], None] | None = None,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
         Settings are keyword arguments rather than one settings object because the step
         context below takes only its share of them and lives in a lower layer (ops), which
         may not import a type defined here; keyword-only, so each caller names what it sets.
-        Nothing is configured by assigning attributes after construction.
+        Nothing is configured by assigning attributes after construction. `on_status` is told
+        after every status write (the fleet reporter); it must not block.
         """
+        self._on_status = on_status
         self.desired_dir = desired_dir
         self.state_dir = state_dir
         self.journal = journal
@@ -383,6 +386,8 @@ class Controller:
                 log.warning("status.write-failed", error=str(e))
                 return
             self.notifier.status(status_line(body))
+        if self._on_status is not None:
+            self._on_status()
 
     def busy(self) -> bool:
         return self.schedule.busy()

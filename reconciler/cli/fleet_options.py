@@ -1,0 +1,100 @@
+"""The MQTT options (`--mqtt-broker` …, the config file's `mqtt` section) and the device's identity
+as the fleet features use them.
+
+`hotswap run` and `hotswap fleet` both register the MQTT options here (one dest per config key,
+so `mqtt.broker` in the config file sets either). `device_identity` reads the device id and labels
+from the `device` section of the config file (or `--device-id` / `--label` where the parser has
+them), defaulting the id to the machine id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+from typing import Any
+
+from reconciler.fleet.mqtt import MqttSettings
+from reconciler.fleet.topics import DEFAULT_PREFIX
+
+MACHINE_ID = Path("/etc/machine-id")
+
+
+def add_mqtt_options(parser: argparse.ArgumentParser, broker_flag: str = "--mqtt-broker") -> None:
+    group = parser.add_argument_group("MQTT (docs/fleet.md)")
+    group.add_argument(
+        broker_flag, dest="mqtt_broker", default=None, metavar="URL",
+        help="broker: mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (default: none, no MQTT)",
+    )  # fmt: skip
+    group.add_argument(
+        "--mqtt-topic-prefix", dest="mqtt_topic_prefix", default=DEFAULT_PREFIX, metavar="PREFIX",
+        help="topic prefix (default: %(default)s)",
+    )  # fmt: skip
+    for name, what in (
+        ("ca-file", "mqtts: CA certificate of the broker"),
+        ("username", "user name"),
+        ("password-file", "file holding the password"),
+        ("cert-file", "mqtts: client certificate"),
+        ("key-file", "mqtts: client certificate's key"),
+    ):
+        dest = "mqtt_" + name.replace("-", "_")
+        suffix = "" if name == "username" else " (a relative path is in the trust dir)"
+        group.add_argument(f"--mqtt-{name}", dest=dest, default=None, help=what + suffix)
+
+
+def _in_trust_dir(value: str | None, trust_dir: Path | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() or trust_dir is None else trust_dir / path
+
+
+def mqtt_settings(args: argparse.Namespace) -> MqttSettings | None:
+    """The broker settings, or None when no broker is configured."""
+    broker = getattr(args, "mqtt_broker", None)
+    if not broker:
+        return None
+    trust_dir = getattr(args, "trust_dir", None)
+    return MqttSettings(
+        broker=broker,
+        topic_prefix=args.mqtt_topic_prefix or DEFAULT_PREFIX,
+        ca_file=_in_trust_dir(args.mqtt_ca_file, trust_dir),
+        username=args.mqtt_username,
+        password_file=_in_trust_dir(args.mqtt_password_file, trust_dir),
+        cert_file=_in_trust_dir(args.mqtt_cert_file, trust_dir),
+        key_file=_in_trust_dir(args.mqtt_key_file, trust_dir),
+    )
+
+
+def machine_id() -> str:
+    try:
+        found = MACHINE_ID.read_text().strip()
+    except OSError:
+        found = ""
+    return found or socket.gethostname()
+
+
+def _layered(args: argparse.Namespace, name: str) -> Any:
+    resolved = getattr(args, "resolved", None)
+    setting = resolved.layered.get(name) if resolved is not None else None
+    return None if setting is None else setting.value
+
+
+def parse_labels(value: Any) -> dict[str, str]:
+    """Labels as a mapping, from the config file's mapping or a list of `k=v` flags."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    labels: dict[str, str] = {}
+    for item in value or ():
+        key, sep, val = str(item).partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"a label is KEY=VALUE, not {item!r}")
+        labels[key] = val
+    return labels
+
+
+def device_identity(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """(device id, labels): a flag where the parser has one, else the config file's `device`."""
+    device_id = getattr(args, "device_id", None) or _layered(args, "device_id") or machine_id()
+    labels = getattr(args, "device_labels", None) or getattr(args, "label", None)
+    return str(device_id), parse_labels(labels or _layered(args, "device_labels"))
