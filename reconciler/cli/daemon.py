@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,10 @@ from reconciler.cli.version import hotswap_version
 from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
+    from reconciler.core.device import DeviceIdentity
     from reconciler.loop.controller import Controller
+    from reconciler.loop.gitpoll import GitSource
+    from reconciler.source.gitsync import GitSourceConfig
     from reconciler.state.journal import Journal, VerifyResult
 
 
@@ -42,6 +46,10 @@ class DaemonOptions:
     access_log: bool = False
     grpc_listen: tuple[str, int] | None = ("127.0.0.1", 8001)  # None: no gRPC
     strict_readiness: bool = False  # ready only while every desired model serves
+    git: GitSourceConfig | None = None  # desired state pulled by the daemon (--git)
+    git_interval_s: float | None = None  # None: resync_s
+    device: DeviceIdentity | None = None  # id and labels, for status and reports
+    download_rate_limit: int | None = None  # bytes/s for model downloads (None: no cap)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Daemon:
     controller: Controller
     server: Any  # uvicorn.Server
     grpc: Any = None  # runtime.serving.grpc.server.GrpcServer, or None when off
+    git: GitSource | None = None  # the built-in git source's thread (--git)
 
 
 def run_daemon(options: DaemonOptions) -> int:
@@ -111,6 +120,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     import uvicorn
 
     from reconciler.loop.controller import Controller
+    from reconciler.source.gitsync import desired_link
     from runtime import backends
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import app_for, inference_service
@@ -126,7 +136,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
     metrics = Metrics()
     metrics.watch_state(repo.describe, journal.size_bytes)
     controller = Controller(
-        options.desired_dir,
+        desired_link(options.state_dir / "git") if options.git else options.desired_dir,
         options.state_dir,
         journal,
         repo,
@@ -136,7 +146,9 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         metrics=metrics,
         trust_dir=options.trust_dir,
         strict_readiness=options.strict_readiness,
+        device=options.device,
     )
+    git = _git_source(options, controller.wake)
     service = inference_service(
         repo,
         controller.ready,
@@ -153,7 +165,23 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         access_log=False,
         lifespan="off",
     )
-    return Daemon(controller, uvicorn.Server(config), _grpc_server(service, options.grpc_listen))
+    grpc = _grpc_server(service, options.grpc_listen)
+    return Daemon(controller, uvicorn.Server(config), grpc, git)
+
+
+def _git_source(options: DaemonOptions, on_published: Callable[[], None]) -> GitSource | None:
+    """The git source's thread (not started until `serve`), or None with a desired dir given."""
+    if options.git is None:
+        return None
+    from reconciler.loop.gitpoll import GitSource
+
+    return GitSource(
+        options.state_dir / "git",
+        options.git,
+        options.trust_dir or options.state_dir / "trust",
+        on_published=on_published,
+        interval_s=options.git_interval_s or options.resync_s,
+    )
 
 
 def _grpc_server(service: Any, listen: tuple[str, int] | None) -> Any:
@@ -173,7 +201,8 @@ def _recover_and_serve(options: DaemonOptions, journal: Journal, check: VerifyRe
     daemon = wire(options, journal)
     log.info(
         "daemon.starting",
-        desired=str(options.desired_dir),
+        desired=str(daemon.controller.desired_dir),
+        git=daemon.git.config.url if daemon.git else None,
         state_dir=str(options.state_dir),
         listen=f"{options.host}:{options.port}",
         grpc_listen=daemon.grpc.address if daemon.grpc else None,
@@ -206,12 +235,16 @@ def serve(daemon: Daemon) -> bool:
     if not _start_grpc(daemon):
         daemon.controller.ctx.shutdown()  # what recovery started; the loop never ran
         return False
+    if daemon.git is not None:
+        daemon.git.start()
     daemon.controller.start()
     try:
         server.run()
     finally:
         if daemon.grpc is not None:
             daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
+        if daemon.git is not None:
+            daemon.git.stop()
         daemon.controller.stop()
     return bool(server.started)
 

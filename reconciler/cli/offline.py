@@ -10,6 +10,7 @@ daemon's planner would.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,26 @@ class DaemonView:
     observed: Observed
 
 
+def desired_of(desired_dir: Path, state_dir: Path) -> Path:
+    """`desired_dir`, or the built-in git source's link when only that exists (`run --git`)."""
+    link = state_dir / "git" / "desired"
+    if not desired_dir.exists() and link.exists():
+        return link
+    return desired_dir
+
+
+def git_source_status(state_dir: Path) -> dict[str, Any] | None:
+    """What the built-in git source last wrote (reconciler.loop.gitpoll), if it runs here."""
+    try:
+        data = json.loads((state_dir / "git" / "source.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_view(desired_dir: Path, state_dir: Path) -> DaemonView:
     snapshot = read_snapshot(state_dir) or {}
-    desired = read_desired(desired_dir)
+    desired = read_desired(desired_of(desired_dir, state_dir))
     planned, overrides = with_overrides(snapshot, desired)
     return DaemonView(snapshot, desired, planned, overrides, observed_offline(state_dir, snapshot))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reconciler.cli import gitopts as cli_gitopts
 from reconciler.cli import package as cli_package
 from reconciler.cli.daemon import DaemonOptions
 
@@ -102,6 +103,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         help="/v2/health/ready only while every desired model serves (default: while every model"
         " that has served still serves; a new model that failed leaves the device ready)",
     )
+    cli_gitopts.add_fleet_options(run, parse_size)  # git source, device identity, rate limit
     run.set_defaults(handler=cmd_run)
 
 
@@ -166,4 +168,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         access_log=args.access_log,
         grpc_listen=args.grpc_listen,
         strict_readiness=args.strict_readiness,
+        **cli_gitopts.daemon_fields(args),
     )

@@ -30,12 +30,13 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from reconciler.cli.offline import read_view
+    from reconciler.cli.offline import git_source_status, read_view
     from reconciler.state.lock import StateLock
 
     view = read_view(args.desired, args.state_dir)
     running = StateLock(args.state_dir).held_by_other()
     report = status_report(view, running)
+    report["git"] = git_source_status(args.state_dir)  # the built-in git source, when it runs
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -59,6 +60,7 @@ def status_report(view: DaemonView, running: bool) -> dict[str, Any]:
         "errors": [e.to_json() for e in view.desired.errors],
         # the daemon's verdict on the desired commit, when the trust dir requires signed ones
         "desired_commit": snapshot.get("desired_commit"),
+        "device": snapshot.get("device"),  # {"id", "labels"} (reconciler.core.device)
     }
 
 
@@ -164,6 +166,7 @@ def _print_report(report: dict[str, Any]) -> None:
     print(
         f"daemon: {'running, pid ' + str(d['pid']) if running else 'not running'}; last update {d['updated'] or 'never'}; ready: {d['ready']}"
     )
+    _print_fleet(report)
     if report["revision"]:
         print(f"desired revision: {report['revision']}")
     print(f"{'MODEL':<16} {'DESIRED':<9} {'ACTIVE':<9} {'CANDIDATE':<10} {'STANDBY':<9} STATE")
@@ -180,6 +183,21 @@ def _print_report(report: dict[str, Any]) -> None:
             f"desired commit {commit.get('commit') or '?'} NOT ACTED ON [{commit.get('reason')}]:"
             f" {commit.get('message')}; signer: {commit.get('signer') or commit.get('key') or '-'}"
         )
+
+
+def _print_fleet(report: dict[str, Any]) -> None:
+    device = report.get("device")
+    if device:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(device.get("labels", {}).items()))
+        print(f"device: {device.get('id')}" + (f" ({labels})" if labels else ""))
+    git = report.get("git")
+    if git:
+        serving = (git.get("serving") or "nothing yet")[:12]
+        print(f"git: {git.get('url')} {git.get('ref')} {git.get('path') or '.'}; serving {serving}")
+        if git.get("last_error"):
+            print(f"  fetch failing ({git.get('failures')} in a row): {git['last_error']}")
+        if git.get("refused"):
+            print(f"  commit refused: {git['refused'].get('message')}")
 
 
 def _print_details(r: dict[str, Any]) -> None:

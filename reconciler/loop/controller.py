@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from reconciler.core.desired import Desired, LoadError, ModelSpec
+from reconciler.core.device import DeviceIdentity
 from reconciler.core.names import Event, Phase
 from reconciler.core.observed import Observed
 from reconciler.core.outcome import Outcome
@@ -62,6 +63,7 @@ class Controller:
         trust_dir: Path | None = None,
         strict_readiness: bool = False,
         backends: Backends | None = None,
+        device: DeviceIdentity | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
@@ -76,6 +78,7 @@ class Controller:
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
+        self.device = device  # id and labels (status.json; a reporter takes the same)
         metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
@@ -317,6 +320,7 @@ class Controller:
                     passes=self.passes,
                     store=self.ctx.store_health(),
                     desired_commit=self.commits.verdict_json(),
+                    device=self.device.to_json() if self.device else None,
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

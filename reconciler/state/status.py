@@ -42,12 +42,14 @@ def write_snapshot(
     passes: int = 0,
     store: Mapping[str, Any] | None = None,
     desired_commit: Mapping[str, Any] | None = None,
+    device: Mapping[str, Any] | None = None,
 ) -> None:
     """`reasons`: model -> reason code of its last failure; `passes`: planning passes so far
     (what a test or a script waits on instead of sleeping: "three more passes, and nothing");
     `store`: model -> its damaged store copies found and repairs in progress
     (reconciler.ops.repair); `desired_commit`: the signed-commit verdict on the desired
-    checkout, when the trust dir asks for one (`reconciler.source.commits`)."""
+    checkout, when the trust dir asks for one (`reconciler.source.commits`); `device`: this
+    device's id and labels (`DeviceIdentity.to_json`)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -82,6 +84,8 @@ def write_snapshot(
     }
     if desired_commit is not None:
         body["desired_commit"] = dict(desired_commit)
+    if device is not None:
+        body["device"] = dict(device)
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
 
 
