@@ -16,6 +16,7 @@ served.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,26 @@ def auth_header(trust_dir: Path, url: str) -> str | None:
         return "Authorization: Bearer " + access.bearer_token.reveal()
     basic = access.basic
     return f"Authorization: {basic}" if basic else None
+
+
+SSH_KEY = "git-ssh-key"  # in the trust dir: the device's deploy key for ssh:// remotes
+KNOWN_HOSTS = "git-known-hosts"  # ... and the hosts it may talk to (else ssh's own files)
+
+
+def ssh_command(trust_dir: Path, url: str) -> str | None:
+    """GIT_SSH_COMMAND for an ssh:// (or scp-like) URL: never a prompt, the trust dir's key and
+    known hosts when it has them; None for other schemes (git's default ssh then)."""
+    scheme = urlparse(url).scheme
+    if scheme not in ("ssh", "git+ssh") and not (scheme == "" and ":" in url):
+        return None
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+    key, known = Path(trust_dir) / SSH_KEY, Path(trust_dir) / KNOWN_HOSTS
+    if key.is_file():
+        parts += ["-i", shlex.quote(str(key)), "-o", "IdentitiesOnly=yes"]
+    if known.is_file():
+        parts += ["-o", "StrictHostKeyChecking=yes", "-o",
+                  shlex.quote(f"UserKnownHostsFile={known}")]  # fmt: skip
+    return " ".join(parts)
 
 
 class GitSource:
@@ -105,6 +126,7 @@ class GitSource:
     def sync_once(self) -> float:
         """One sync; the seconds until the next."""
         self.mirror.auth_header = auth_header(self.trust_dir, self.config.url)
+        self.mirror.ssh_command = ssh_command(self.trust_dir, self.config.url)
         try:
             synced = self.mirror.sync()
         except (GitSyncError, OSError) as e:

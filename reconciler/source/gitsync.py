@@ -52,7 +52,6 @@ class GitSourceConfig:
     ref: str = "main"
     path: str = ""  # the desired directory inside the repository
     depth: int = 1  # 0: full history
-    ssh_command: str | None = None  # GIT_SSH_COMMAND for ssh:// (a key from the trust dir)
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,7 @@ class GitMirror:
         self.link = desired_link(self.root)
         self.trust_dir = trust_dir
         self.auth_header = auth_header  # "Authorization: Basic ..." for https; a secret
+        self.ssh_command: str | None = None  # GIT_SSH_COMMAND for ssh:// (set per sync)
         self._gate = CommitGate(trust_dir) if trust_dir is not None else None
 
     # -- git -------------------------------------------------------------------------------
@@ -97,8 +97,8 @@ class GitMirror:
         if self.auth_header:
             extra["http.extraHeader"] = self.auth_header
         env = _commit_env(dict(os.environ), extra)
-        if self.config.ssh_command:
-            env["GIT_SSH_COMMAND"] = self.config.ssh_command
+        if self.ssh_command:
+            env["GIT_SSH_COMMAND"] = self.ssh_command
         return env
 
     def git(self, *args: str, cwd: Path | None = None, timeout: float = LOCAL_TIMEOUT_S) -> str:

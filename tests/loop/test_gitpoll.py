@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.loop import gitpoll
-from reconciler.loop.gitpoll import GitSource, auth_header
+from reconciler.loop.gitpoll import GitSource, auth_header, ssh_command
 from reconciler.source.gitsync import GitSourceConfig
 from tests.support.gitrepos import Upstream
 from tests.support.gitsync import git_tools_missing
@@ -81,3 +81,18 @@ def test_https_credentials_from_the_trust_dir(tmp_path: Path) -> None:
     assert header is not None and header.startswith("Authorization: Basic ")
     assert auth_header(trust, "https://other.example.com/fleet.git") is None
     assert auth_header(trust, "ssh://git.example.com/fleet.git") is None
+
+
+def test_ssh_uses_the_trust_dirs_key_and_known_hosts_and_never_prompts(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    assert ssh_command(trust, "https://git.example.com/x.git") is None
+    assert "BatchMode=yes" in (ssh_command(trust, "git@git.example.com:fleet.git") or "")
+    (trust / "git-ssh-key").write_text("not really a key\n")
+    (trust / "git-known-hosts").write_text("")
+    command = ssh_command(trust, "ssh://git@127.0.0.1:1/fleet.git") or ""
+    assert f"-i {trust / 'git-ssh-key'}" in command and "StrictHostKeyChecking=yes" in command
+    source = GitSource(tmp_path / "git", GitSourceConfig("ssh://git@127.0.0.1:1/fleet.git"),
+                       trust, on_published=lambda: None, interval_s=30)  # fmt: skip
+    assert source.sync_once() <= 30 and source.failures == 1  # refused port: no prompt, no hang
+    assert source.mirror._env()["GIT_SSH_COMMAND"] == command
