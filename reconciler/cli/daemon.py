@@ -147,6 +147,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         trust_dir=options.trust_dir,
         strict_readiness=options.strict_readiness,
         device=options.device,
+        download_rate_limit=options.download_rate_limit,
     )
     git = _git_source(options, controller.wake)
     service = inference_service(

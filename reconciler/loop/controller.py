@@ -64,6 +64,7 @@ class Controller:
         strict_readiness: bool = False,
         backends: Backends | None = None,
         device: DeviceIdentity | None = None,
+        download_rate_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
@@ -91,6 +92,7 @@ class Controller:
             on_progress=self.write_status,  # bytes/total of downloads for `hotswap status`
             on_rollout_event=self.judge_now,  # a candidate failed a request
             on_store_damaged=lambda model, kind: metrics.store_damaged.labels(model, kind).inc(),
+            download_rate_limit=download_rate_limit,  # bytes/s, all downloads together
         )
         self.quarantine = Quarantine()  # written by the executor only
         self.executor = Executor(self.ctx, metrics, self.quarantine)

@@ -32,6 +32,7 @@ from reconciler.core.observed import Observed
 from reconciler.core.steps import Detail, Wait
 from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.download import fetch_bytes
+from reconciler.fetch.ratelimit import TokenBucket
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -67,13 +68,15 @@ class Operations:
         on_progress: Callable[[], None] | None = None,
         on_rollout_event: Callable[[str], None] | None = None,
         on_store_damaged: Callable[[str, str], None] | None = None,
+        download_rate_limit: int | None = None,
     ) -> None:
         """`policy`: the device's trust policy (from its trust dir, never from desired state).
         `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
         `clock`: monotonic seconds, for rollout stages and the sequential-swap window.
         `on_progress()`: a download advanced (at most once a second), for the status writer.
         `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
-        `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric)."""
+        `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric).
+        `download_rate_limit`: bytes/s all model downloads may take together (None: no cap)."""
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
@@ -92,6 +95,7 @@ class Operations:
             self.background,
             self.repair,
             on_progress,
+            TokenBucket(download_rate_limit) if download_rate_limit else None,
         )
         self.memory = MemoryPlanner(repo, memory_budget, clock)
         self.rollout_progress = RolloutProgress()

@@ -25,6 +25,7 @@ from reconciler.core.steps import Detail
 from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.download import fetch
 from reconciler.fetch.progress import ProgressBar
+from reconciler.fetch.ratelimit import TokenBucket
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -48,8 +49,10 @@ class Preparer:
         background: Background,
         repair: StoreRepair,
         on_progress: Callable[[], None] | None = None,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         self.store = store
+        self.rate_limit = rate_limit  # the device's download rate limit, shared by downloads
         self.repair = repair
         self.artifacts = artifacts
         self.authorizer = authorizer
@@ -95,6 +98,7 @@ class Preparer:
                 allow_http=policy.allow_http,
                 progress=progress,
                 credentials=self.credentials,
+                rate_limit=self.rate_limit,
             )
         finally:
             self._progress.pop(spec.name, None)
