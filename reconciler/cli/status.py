@@ -68,6 +68,7 @@ def model_state(name: str, view: DaemonView, running: bool) -> str:
     """One word or two for where the model stands; "in sync" (or "overridden", when an
     operator's rollback is what is served) exactly when the planner has nothing left to do."""
     from reconciler.core.insync import in_sync
+    from reconciler.core.plan import waits_for_window
 
     target = view.planned.models.get(name)  # what the daemon serves for it: desired or override
     overridden = name in view.overrides
@@ -77,6 +78,8 @@ def model_state(name: str, view: DaemonView, running: bool) -> str:
         return "failed (quarantined)"
     if in_sync(target, view.observed):
         return "overridden" if overridden else "in sync"
+    if waits_for_window(target, view.observed.model(name), view.observed):
+        return f"waiting for update window {target.rollout.window.text}"  # type: ignore[union-attr]
     if running:
         return "rolling back" if overridden else "updating"
     return "pending"

@@ -9,6 +9,8 @@ File events only wake the loop early; a jittered periodic resync catches whateve
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import random
 import threading
 import time
@@ -24,7 +26,7 @@ from reconciler.core.names import Event, Phase
 from reconciler.core.observed import Observed
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
-from reconciler.core.steps import AnyStep
+from reconciler.core.steps import AnyStep, Rollout
 from reconciler.loop.conditions import publish_conditions
 from reconciler.loop.executor import Executor
 from reconciler.loop.quarantine import Quarantine
@@ -37,6 +39,7 @@ from reconciler.ops.context import Operations
 from reconciler.ops.credentials import CredentialsError, load_credentials
 from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
+from reconciler.source.window import closed_windows
 from reconciler.state.atomic import sweep_temp_files
 from reconciler.state.journal import Journal
 from reconciler.state.status import write_snapshot
@@ -66,6 +69,7 @@ class Controller:
         device: DeviceIdentity | None = None,
         download_rate_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -113,6 +117,8 @@ class Controller:
         self._lock = threading.Lock()  # the status writer's
         self.schedule = Schedule(clock)
         self._clock = clock
+        self._wall_clock = wall_clock  # update windows are local time of day, not monotonic
+        self._window_opens_in: float | None = None  # seconds until a closed window opens
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
         self.passes = 0
         self._make_threads(workers)
@@ -188,6 +194,8 @@ class Controller:
             due = self.schedule.next_due()
             if due is not None:  # a rollout stage to look at again, or a backoff that ends
                 timeout = min(timeout, max(0.0, due - self._clock()))
+            if self._window_opens_in is not None:  # an update window that opens: swap then
+                timeout = min(timeout, self._window_opens_in + 0.5)
             self._wake.wait(timeout=timeout)
 
     def reconcile_once(self) -> list[AnyStep]:
@@ -205,7 +213,7 @@ class Controller:
         self.planned = planned
         specs = [*planned.models.values(), *desired.models.values()]
         self.ctx.pin(specs)
-        observed = self.observe()
+        observed = self._with_windows(planned, self.observe())
         steps = plan(planned, observed)
         self.passes += 1
         by_model: dict[str, list[AnyStep]] = {}
@@ -243,6 +251,17 @@ class Controller:
             # Plan again now: the next steps if it finished or failed, and if it waits, so the
             # loop sleeps until the new due time rather than the one it computed before.
             self.wake()
+
+    def _with_windows(self, planned: Desired, observed: Observed) -> Observed:
+        """`observed` with the models whose update window is closed now; never an operator's
+        rollback, nor a rollout already under way (it finishes rather than stalls midway)."""
+        under_way = {m for m in planned.models if isinstance(self.executor.waiting_on(m), Rollout)}
+        closed, self._window_opens_in = closed_windows(
+            planned.models.values(),
+            self._wall_clock(),
+            exempt={*self.operator.overrides, *under_way},
+        )
+        return dataclasses.replace(observed, closed_windows=closed)
 
     def observe(self) -> Observed:
         """The runtime and store as the planner sees them, quarantines included."""
