@@ -87,3 +87,10 @@ def test_prepared_outside_the_window_swapped_in_when_it_opens(tmp_path: Path) ->
         assert device.serving() == "2"
     finally:
         device.close()
+
+
+def test_a_window_survives_the_journals_json() -> None:
+    from reconciler.core.desired import spec_from_json, spec_to_json
+
+    spec = windowed(plain_spec("2"))
+    assert spec_from_json(spec_to_json(spec)) == spec
