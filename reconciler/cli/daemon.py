@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,12 @@ from reconciler.cli.version import hotswap_version
 from reconciler.core.names import Event, Phase
 
 if TYPE_CHECKING:
+    from reconciler.core.device import DeviceIdentity
     from reconciler.fleet.mqtt import FleetReporter, MqttSettings
     from reconciler.loop.controller import Controller
+    from reconciler.loop.gitpoll import GitSource
     from reconciler.loop.sdnotify import Notifier
+    from reconciler.source.gitsync import GitSourceConfig
     from reconciler.state.journal import Journal
     from reconciler.state.journal_open import JournalHealth
 
@@ -55,10 +59,11 @@ class DaemonOptions:
     strict_readiness: bool = False  # ready only while every desired model serves
     header_timeout_s: float = 10.0  # a request's headers must be complete within this
     strict_journal: bool = False  # refuse an unreadable journal rather than move it aside
-    # fleet: the broker to report to and take wakes from (None: no MQTT), and who this device is
-    mqtt: MqttSettings | None = None
-    device_id: str = ""
-    device_labels: tuple[tuple[str, str], ...] = ()
+    mqtt: MqttSettings | None = None  # the broker to report to and take wakes from
+    git: GitSourceConfig | None = None  # desired state pulled by the daemon (--git)
+    git_interval_s: float | None = None  # None: resync_s
+    device: DeviceIdentity | None = None  # id and labels, for status and reports
+    download_rate_limit: int | None = None  # bytes/s for model downloads (None: no cap)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Daemon:
     notifier: Notifier
     grpc: Any = None  # runtime.serving.grpc.server.GrpcServer, or None when off
     fleet: FleetReporter | None = None  # the MQTT session, or None when no broker is set
+    git: GitSource | None = None  # the built-in git source's thread (--git)
 
 
 def run_daemon(options: DaemonOptions) -> int:
@@ -133,6 +139,7 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
     from reconciler.loop.sdnotify import Notifier
     from reconciler.ops.probe import ProbeSettings
     from reconciler.ops.progress import build_progress
+    from reconciler.source.gitsync import desired_link
     from runtime import backends
     from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
     from runtime.serving.metrics import Metrics
@@ -154,7 +161,7 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
         metrics.watch_journal(lambda: health.verdict, lambda: health.trusted)
     fleet: FleetReporter | None = None  # built below; the controller tells it of every status write
     controller = Controller(
-        options.desired_dir,
+        desired_link(options.state_dir / "git") if options.git else options.desired_dir,
         options.state_dir,
         journal,
         repo,
@@ -168,8 +175,11 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
         notifier=notifier,
         journal_health=health,
         on_status=lambda: fleet.changed() if fleet is not None else None,
+        device=options.device,
+        download_rate_limit=options.download_rate_limit,
     )
-    fleet = _fleet_reporter(options, controller)
+    git = _git_source(options, controller.wake)
+    fleet = _fleet_reporter(options, controller, git)
     service = inference_service(
         repo,
         controller.ready,
@@ -190,27 +200,48 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
     )
     server = _server(config, notifier, controller)
     grpc = _grpc_server(service, options.grpc_listen)
-    return Daemon(controller, server, notifier, grpc, fleet)
+    return Daemon(controller, server, notifier, grpc, fleet, git)
 
 
-def _fleet_reporter(options: DaemonOptions, controller: Controller) -> FleetReporter | None:
+def _fleet_reporter(
+    options: DaemonOptions, controller: Controller, git: GitSource | None
+) -> FleetReporter | None:
     """The MQTT session when a broker is configured: reports from the status snapshot, and a
-    wake makes the controller look at desired state now."""
+    wake makes the git source fetch now (or, on a desired dir, the controller look now)."""
     if options.mqtt is None:
         return None
     from reconciler.fleet.mqtt import FleetReporter
     from reconciler.state.status import read_snapshot
 
     def wake(commit: str | None) -> None:
-        controller.wake()  # re-reads the desired checkout at once
+        if git is not None:
+            git.wake(commit)  # the fetched ref, never the message, decides what is served
+        else:
+            controller.wake()  # re-reads the desired checkout at once
 
+    device = options.device
     return FleetReporter(
         options.mqtt,
-        options.device_id,
-        dict(options.device_labels),
+        device.id if device else "",
+        dict(device.labels) if device else {},
         hotswap_version(),
         snapshot=lambda: read_snapshot(options.state_dir),
         wake=wake,
+    )
+
+
+def _git_source(options: DaemonOptions, on_published: Callable[[], None]) -> GitSource | None:
+    """The git source's thread (not started until `serve`), or None with a desired dir given."""
+    if options.git is None:
+        return None
+    from reconciler.loop.gitpoll import GitSource
+
+    return GitSource(
+        options.state_dir / "git",
+        options.git,
+        options.trust_dir or options.state_dir / "trust",
+        on_published=on_published,
+        interval_s=options.git_interval_s or options.resync_s,
     )
 
 
@@ -245,7 +276,8 @@ def _recover_and_serve(options: DaemonOptions, journal: Journal, health: Journal
     daemon = wire(options, journal, health)
     log.info(
         "daemon.starting",
-        desired=str(options.desired_dir),
+        desired=str(daemon.controller.desired_dir),
+        git=daemon.git.config.url if daemon.git else None,
         state_dir=str(options.state_dir),
         listen=f"{options.host}:{options.port}",
         grpc_listen=daemon.grpc.address if daemon.grpc else None,
@@ -289,6 +321,8 @@ def serve(daemon: Daemon) -> bool:
     if not _start_grpc(daemon):
         daemon.controller.ctx.shutdown()  # what recovery started; the loop never ran
         return False
+    if daemon.git is not None:
+        daemon.git.start()
     daemon.controller.start()
     if daemon.fleet is not None:
         daemon.fleet.start()  # connects in the background: a broker that is down delays nothing
@@ -300,6 +334,8 @@ def serve(daemon: Daemon) -> bool:
             daemon.grpc.stop()  # after HTTP: new calls refused, those in flight drained
         if daemon.fleet is not None:
             daemon.fleet.stop()  # says `offline`: the device no longer serves
+        if daemon.git is not None:
+            daemon.git.stop()
         if not daemon.controller.stop():
             _exit_now(EXIT_OK if server.started else EXIT_FAILURE)
     return bool(server.started)

@@ -1,19 +1,18 @@
-"""The MQTT options (`--mqtt-broker` …, the config file's `mqtt` section) and the device's identity
-as the fleet features use them.
+"""The MQTT options (`--mqtt-broker` …, the config file's `mqtt` section) and labels given as a
+selector (`hotswap fleet status --label`).
 
 `hotswap run` and `hotswap fleet` both register the MQTT options here (one dest per config key,
-so `mqtt.broker` in the config file sets either). `device_identity` reads the device id and labels
-from the `device` section of the config file (or `--device-id` / `--label` where the parser has
-them), defaulting the id to the machine id.
+so `mqtt.broker` in the config file sets either). The device's own id and labels are `hotswap run`'s
+(`reconciler.cli.gitopts`).
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.device import labels_of, parse_label
 from reconciler.fleet.mqtt import MqttSettings
 from reconciler.fleet.topics import DEFAULT_PREFIX
 
@@ -66,35 +65,11 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings | None:
     )
 
 
-def machine_id() -> str:
-    try:
-        found = MACHINE_ID.read_text().strip()
-    except OSError:
-        found = ""
-    return found or socket.gethostname()
-
-
-def _layered(args: argparse.Namespace, name: str) -> Any:
-    resolved = getattr(args, "resolved", None)
-    setting = resolved.layered.get(name) if resolved is not None else None
-    return None if setting is None else setting.value
-
-
 def parse_labels(value: Any) -> dict[str, str]:
     """Labels as a mapping, from the config file's mapping or a list of `k=v` flags."""
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items()}
-    labels: dict[str, str] = {}
-    for item in value or ():
-        key, sep, val = str(item).partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"a label is KEY=VALUE, not {item!r}")
-        labels[key] = val
-    return labels
-
-
-def device_identity(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
-    """(device id, labels): a flag where the parser has one, else the config file's `device`."""
-    device_id = getattr(args, "device_id", None) or _layered(args, "device_id") or machine_id()
-    labels = getattr(args, "device_labels", None) or getattr(args, "label", None)
-    return str(device_id), parse_labels(labels or _layered(args, "device_labels"))
+    try:
+        return labels_of(parse_label(str(item)) for item in value or ())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e

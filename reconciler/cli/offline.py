@@ -10,6 +10,9 @@ daemon's planner would.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from reconciler.core.insync import in_sync
 from reconciler.core.observed import Observed
 from reconciler.core.override import Override, effective_desired
 from reconciler.source.load import read_desired
+from reconciler.source.window import closed_windows
 from reconciler.state.status import (
     observed_from_snapshot,
     overrides_from_snapshot,
@@ -36,11 +40,33 @@ class DaemonView:
     observed: Observed
 
 
+def desired_of(desired_dir: Path, state_dir: Path) -> Path:
+    """`desired_dir`, or the built-in git source's link when only that exists (`run --git`)."""
+    link = state_dir / "git" / "desired"
+    if not desired_dir.exists() and link.exists():
+        return link
+    return desired_dir
+
+
+def git_source_status(state_dir: Path) -> dict[str, Any] | None:
+    """What the built-in git source last wrote (reconciler.loop.gitpoll), if it runs here."""
+    try:
+        data = json.loads((state_dir / "git" / "source.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_view(desired_dir: Path, state_dir: Path) -> DaemonView:
     snapshot = read_snapshot(state_dir) or {}
-    desired = read_desired(desired_dir)
+    desired = read_desired(desired_of(desired_dir, state_dir))
     planned, overrides = with_overrides(snapshot, desired)
-    return DaemonView(snapshot, desired, planned, overrides, observed_offline(state_dir, snapshot))
+    observed = observed_offline(state_dir, snapshot)
+    # as the daemon judges update windows: by the wall clock now, a rollback never waiting
+    now = dt.datetime.now(dt.timezone.utc)
+    closed, _ = closed_windows(planned.models.values(), now, exempt=overrides)
+    observed = dataclasses.replace(observed, closed_windows=closed)
+    return DaemonView(snapshot, desired, planned, overrides, observed)
 
 
 def with_overrides(

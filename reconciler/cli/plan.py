@@ -31,7 +31,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     from reconciler.cli.offline import read_view
     from reconciler.core.insync import in_sync
-    from reconciler.core.plan import plan
+    from reconciler.core.plan import plan, waits_for_window
 
     view = read_view(args.desired, args.state_dir)
     planned, observed = view.planned, view.observed
@@ -43,6 +43,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if observed.model(name).failed_digest == spec.digest
     }
     synced = sorted(name for name, spec in planned.models.items() if in_sync(spec, observed))
+    waiting = {  # prepared, or being prepared, while the swap waits for its update window
+        name: str(spec.rollout.window.text)  # type: ignore[union-attr]
+        for name, spec in planned.models.items()
+        if not in_sync(spec, observed) and waits_for_window(spec, observed.model(name), observed)
+    }
     if args.json:
         print(
             json.dumps(
@@ -50,6 +55,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     "steps": [{"model": s.model, "step": s.name, "text": str(s)} for s in steps],
                     "in_sync": synced,
                     "failed": failed,
+                    "waiting_for_window": waiting,
                     "overrides": {m: o.describe() for m, o in sorted(view.overrides.items())},
                     "errors": [e.to_json() for e in view.desired.errors],
                 },
@@ -57,24 +63,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
         )
     else:
-        _print_plan(view, steps, failed)
+        _print_plan(view, steps, failed, waiting)
     if view.desired.errors:
         return EXIT_INVALID
-    if steps:
+    if steps or waiting:
         return EXIT_PENDING
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _print_plan(view: Any, steps: list[Any], failed: dict[str, str]) -> None:
+def _print_plan(
+    view: Any, steps: list[Any], failed: dict[str, str], waiting: dict[str, str]
+) -> None:
     for err in view.desired.errors:
         print(f"error: {err.message}", file=sys.stderr)
     for s in steps:
         print(f"- {s}")
+    for name, window in sorted(waiting.items()):
+        version = view.planned.models[name].version
+        print(f"waiting: {name} v{version}: waiting for update window {window} (prepared now)")
     for name, o in sorted(view.overrides.items()):
         print(f"override: {name} {o.describe()}")
     for name, why in sorted(failed.items()):
         print(
             f"failed: {name} v{view.planned.models[name].version} is quarantined until desired state changes: {why}"
         )
-    if not steps and not failed:
+    if not steps and not failed and not waiting:
         print("in sync: nothing to do")

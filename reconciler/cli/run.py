@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reconciler.cli import gitopts as cli_gitopts
 from reconciler.cli import package as cli_package
 from reconciler.cli.daemon import DaemonOptions
-from reconciler.cli.fleet_options import add_mqtt_options, device_identity, mqtt_settings
+from reconciler.cli.fleet_options import add_mqtt_options, mqtt_settings
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -112,6 +113,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         " that has served still serves; a new model that failed leaves the device ready)",
     )
     add_mqtt_options(run)  # fleet: wake and report over MQTT
+    cli_gitopts.add_fleet_options(run, parse_size)  # git source, device identity, rate limit
     run.set_defaults(handler=cmd_run)
 
 
@@ -189,7 +191,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def daemon_options(args: argparse.Namespace) -> DaemonOptions:
     host, port = args.listen
-    device_id, labels = device_identity(args)
     return DaemonOptions(
         desired_dir=args.desired,
         state_dir=args.state_dir,
@@ -211,6 +212,5 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         header_timeout_s=args.header_timeout,
         strict_journal=getattr(args, "strict_journal", False),
         mqtt=mqtt_settings(args),
-        device_id=device_id,
-        device_labels=tuple(sorted(labels.items())),
+        **cli_gitopts.daemon_fields(args),
     )

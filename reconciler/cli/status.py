@@ -36,7 +36,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from reconciler.cli.offline import read_view
+    from reconciler.cli.offline import git_source_status, read_view
     from reconciler.state.lock import StateLock
 
     if getattr(args, "watch", False):
@@ -46,6 +46,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = read_view(args.desired, args.state_dir)
     running = StateLock(args.state_dir).held_by_other()
     report = status_report(view, running)
+    report["git"] = git_source_status(args.state_dir)  # the built-in git source, when it runs
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -71,6 +72,7 @@ def status_report(view: DaemonView, running: bool) -> dict[str, Any]:
         "desired_commit": snapshot.get("desired_commit"),
         # what the journal's checks found at the daemon's start (None: a daemon before them)
         "journal": snapshot.get("journal"),
+        "device": snapshot.get("device"),  # {"id", "labels"} (reconciler.core.device)
     }
 
 
@@ -78,6 +80,7 @@ def model_state(name: str, view: DaemonView, running: bool) -> str:
     """One word or two for where the model stands; "in sync" (or "overridden", when an
     operator's rollback is what is served) exactly when the planner has nothing left to do."""
     from reconciler.core.insync import in_sync
+    from reconciler.core.plan import waits_for_window
 
     target = view.planned.models.get(name)  # what the daemon serves for it: desired or override
     overridden = name in view.overrides
@@ -87,6 +90,8 @@ def model_state(name: str, view: DaemonView, running: bool) -> str:
         return "failed (quarantined)"
     if in_sync(target, view.observed):
         return "overridden" if overridden else "in sync"
+    if waits_for_window(target, view.observed.model(name), view.observed):
+        return f"waiting for update window {target.rollout.window.text}"  # type: ignore[union-attr]
     if running:
         return "rolling back" if overridden else "updating"
     return "pending"
@@ -177,6 +182,7 @@ def _print_report(report: dict[str, Any]) -> None:
     print(
         f"daemon: {'running, pid ' + str(d['pid']) if running else 'not running'}; last update {d['updated'] or 'never'}; ready: {d['ready']}"
     )
+    _print_fleet(report)
     if report["revision"]:
         print(f"desired revision: {report['revision']}")
     journal = report.get("journal") or {}
@@ -206,6 +212,21 @@ def _print_progress(data: Any) -> None:
     step = StepProgressRecord.from_json(data)
     if step is not None:
         print(f"  {progress_text(step)}")
+
+
+def _print_fleet(report: dict[str, Any]) -> None:
+    device = report.get("device")
+    if device:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(device.get("labels", {}).items()))
+        print(f"device: {device.get('id')}" + (f" ({labels})" if labels else ""))
+    git = report.get("git")
+    if git:
+        serving = (git.get("serving") or "nothing yet")[:12]
+        print(f"git: {git.get('url')} {git.get('ref')} {git.get('path') or '.'}; serving {serving}")
+        if git.get("last_error"):
+            print(f"  fetch failing ({git.get('failures')} in a row): {git['last_error']}")
+        if git.get("refused"):
+            print(f"  commit refused: {git['refused'].get('message')}")
 
 
 def _print_details(r: dict[str, Any]) -> None:

@@ -69,11 +69,33 @@ DEFAULT_STAGES = {
 
 
 @dataclass(frozen=True)
+class UpdateWindow:
+    """When a served version may be replaced (`rollout.window`): daily, from `start` to `end`
+    minutes after local midnight (end before start: across midnight), in `timezone` (None:
+    the device's). Says when, never what: not part of the digest."""
+
+    start: int  # minute of the day, 0-1439
+    end: int
+    timezone: str | None = None
+    text: str = ""  # as written, "02:00-04:00", for messages
+
+    def contains(self, minute: int) -> bool:
+        if self.start <= self.end:
+            return self.start <= minute < self.end
+        return minute >= self.start or minute < self.end
+
+    def minutes_until_open(self, minute: int) -> int:
+        """0 while open; else the minutes until `start` comes round."""
+        return 0 if self.contains(minute) else (self.start - minute) % (24 * 60)
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     strategy: Strategy = Strategy.IMMEDIATE
     on_failure: str = "revert"
     steps: tuple[RolloutStage, ...] = ()
     gates: Gates = field(default_factory=Gates)
+    window: UpdateWindow | None = None  # the swap waits for it (fetch, verify, build do not)
 
     @property
     def stages(self) -> tuple[RolloutStage, ...]:
@@ -176,6 +198,9 @@ _NESTED_FIELDS: dict[type, tuple[str, ...]] = {
     RolloutSpec: ("strategy", "on_failure", "steps", "gates"),
     RetentionSpec: ("keep_standby", "keep_versions"),
 }  # fmt: skip
+# Nested fields that never join the digest: a window changes when a version is swapped in, not
+# which deployment it is (moving a window must not make a served version look out of date).
+_NESTED_NOT_DIGESTED: dict[type, tuple[str, ...]] = {RolloutSpec: ("window",)}
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -200,7 +225,7 @@ def _digest_value(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         known = next((_NESTED_FIELDS[c] for c in type(value).__mro__ if c in _NESTED_FIELDS), None)
         always = known if known is not None else tuple(f.name for f in dataclasses.fields(value))
-        return _digest_fields(value, always)
+        return _digest_fields(value, always, _NESTED_NOT_DIGESTED.get(type(value), ()))
     if isinstance(value, (tuple, list)):
         return [_digest_value(v) for v in value]
     return value
@@ -246,6 +271,8 @@ def _rollout_from_json(data: Mapping[str, Any]) -> RolloutSpec:
         known["gates"] = Gates(**_known(Gates, known["gates"]))
     if "strategy" in known:
         known["strategy"] = Strategy(known["strategy"])
+    if known.get("window") is not None:
+        known["window"] = UpdateWindow(**_known(UpdateWindow, known["window"]))
     return RolloutSpec(**known)
 
 

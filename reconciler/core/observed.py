@@ -45,6 +45,9 @@ class Observed:
     # sha256 of blobs found damaged in the store and set aside, not fetched again yet: a model
     # serving from its build artifact meanwhile gets them fetched again (reconciler.ops.repair)
     damaged: frozenset[str] = frozenset()
+    # models whose update window (`rollout.window`) is closed now: their swap waits. Computed
+    # from the clock by whoever builds this (the controller, `hotswap plan`), so plan() stays pure
+    closed_windows: frozenset[str] = frozenset()
 
     def model(self, name: str) -> ModelObserved:
         return self.models.get(name) or ModelObserved(name)

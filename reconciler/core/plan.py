@@ -14,6 +14,9 @@ No I/O, no clock, no randomness: the same inputs always give the same steps, whi
   `done(observed)` already; a stale candidate is reverted first. With nothing serving (a fresh
   device) there is nothing to compare a canary or shadow with: the stages are skipped and the
   swap says why (`rollout_skip_reason`), after the health check as always;
+- desired and different, but its update window (`rollout.window`) is closed while another
+  version serves: everything up to the health check, then nothing until the window opens
+  (`observed.closed_windows` says so; an operator's rollback is never in it);
 - held (its file is invalid, or a file that failed to load used to define it): nothing;
 - not desired anymore: unload (unless the directory itself could not be read).
 """
@@ -74,11 +77,30 @@ def _serves(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool
     return active is not None and active.version == spec.version and active.build_key == key
 
 
+def waits_for_window(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool:
+    """A served version would be replaced outside `spec`'s update window: the swap waits
+    (a model that serves nothing yet has nothing to disturb, so it never waits)."""
+    return (
+        spec.rollout.window is not None
+        and spec.name in observed.closed_windows
+        and current.active is not None
+    )
+
+
 def plan_model(spec: ModelSpec, current: ModelObserved, observed: Observed) -> list[AnyStep]:
     quarantined = current.failed_digest == spec.digest
     synced = _serves(spec, current, observed)
     if synced or quarantined:
         return _settled(spec, current, observed, quarantined)
+    steps = _deploy(spec, current, observed)
+    if waits_for_window(spec, current, observed):
+        # fetch, verify, build, warm and prove now; traffic moves only inside the window
+        return [s for s in steps if not isinstance(s, Rollout | Swap | Retire)]
+    return steps
+
+
+def _deploy(spec: ModelSpec, current: ModelObserved, observed: Observed) -> list[AnyStep]:
+    """The steps still to take to serve `spec` in place of what serves now."""
     key = build_key(spec, observed.backend_version(spec.backend))
     name = spec.name
     retention = spec.retention

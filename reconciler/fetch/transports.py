@@ -43,6 +43,7 @@ from reconciler.fetch.files import FileFetcher, local_path
 from reconciler.fetch.http import DEFAULT_TIMEOUT, HttpFetcher
 from reconciler.fetch.oci import OciFetcher
 from reconciler.fetch.progress import Progress, Throttled
+from reconciler.fetch.ratelimit import TokenBucket
 from reconciler.fetch.stream import FetchDropped, Fetcher
 from reconciler.state.store import Partial, Store
 
@@ -118,8 +119,16 @@ def _size_exceeded(url: str, size: int | None, max_bytes: int) -> IntegrityError
     )
 
 
-def _transfer(fetcher: Fetcher, url: str, part: Partial, max_bytes: int, report: Throttled) -> bool:
-    """One request: append to `part` from its size (or from 0 if the source cannot resume).
+def _transfer(
+    fetcher: Fetcher,
+    url: str,
+    part: Partial,
+    max_bytes: int,
+    report: Throttled,
+    limit: TokenBucket | None = None,
+) -> bool:
+    """One request: append to `part` from its size (or from 0 if the source cannot resume),
+    paced by `limit` (the device's download rate limit) when there is one.
 
     Returns whether bytes from an earlier request were kept (a resumed download)."""
     with fetcher.open(url, part.size) as dl:
@@ -133,6 +142,8 @@ def _transfer(fetcher: Fetcher, url: str, part: Partial, max_bytes: int, report:
                 raise _size_exceeded(url, None, max_bytes)
             part.write(chunk)
             report(part.size, dl.total)
+            if limit is not None:
+                limit.take(len(chunk))
         if dl.total is not None and part.size != dl.total:
             raise FetchDropped(f"{url}: the transfer ended at {part.size} of {dl.total} bytes")
         return dl.start > 0
@@ -155,10 +166,12 @@ def fetch_into_store(
     fetcher: Fetcher | None = None,
     what: str | None = None,
     credentials: Credentials | None = None,
+    rate_limit: TokenBucket | None = None,
 ) -> Path:
     """Download `url` into `store` as the blob `sha256`, resuming any `.part`; return its path.
 
-    `what` prefixes every error message (the caller names the desired file and field).
+    `what` prefixes every error message (the caller names the desired file and field);
+    `rate_limit` paces the bytes (shared by every download of the device).
     """
     what = what or f"fetch {url}"
     owned = fetcher is None  # ours to close
@@ -176,7 +189,9 @@ def fetch_into_store(
             if store.has(sha256):  # another worker fetched it while we waited for the .part
                 return store.path(sha256)
             try:
-                return retry.run(lambda: _attempt(fetcher, url, sha256, part, max_bytes, report))
+                return retry.run(
+                    lambda: _attempt(fetcher, url, sha256, part, max_bytes, report, rate_limit)
+                )
             except IntegrityError:
                 part.discard()
                 raise
@@ -194,20 +209,26 @@ def fetch_into_store(
 
 
 def _attempt(
-    fetcher: Fetcher, url: str, sha256: str, part: Partial, max_bytes: int, report: Throttled
+    fetcher: Fetcher,
+    url: str,
+    sha256: str,
+    part: Partial,
+    max_bytes: int,
+    report: Throttled,
+    limit: TokenBucket | None = None,
 ) -> Path:
     if part.size > max_bytes:
         part.restart()
     if part.size and part.hexdigest() == sha256:
         resumed = True  # a complete .part from an earlier run: only the rename was left
     else:
-        resumed = _transfer(fetcher, url, part, max_bytes, report)
+        resumed = _transfer(fetcher, url, part, max_bytes, report, limit)
     actual = part.hexdigest()
     if actual != sha256 and resumed:
         # The prefix came from an earlier request (a crash, a registry that changed): before
         # calling the pinned digest wrong, download the whole file once more from byte 0.
         part.restart()
-        _transfer(fetcher, url, part, max_bytes, report)
+        _transfer(fetcher, url, part, max_bytes, report, limit)
         actual = part.hexdigest()
     if actual != sha256:
         raise IntegrityError(

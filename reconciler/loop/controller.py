@@ -9,6 +9,8 @@ File events only wake the loop early; a jittered periodic resync catches whateve
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import random
 import threading
 import time
@@ -20,11 +22,12 @@ from pathlib import Path
 import structlog
 
 from reconciler.core.desired import Desired, LoadError, ModelSpec
+from reconciler.core.device import DeviceIdentity
 from reconciler.core.names import Event, Phase
 from reconciler.core.observed import Observed
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
-from reconciler.core.steps import AnyStep
+from reconciler.core.steps import AnyStep, Rollout
 from reconciler.loop.conditions import publish_conditions
 from reconciler.loop.crashloop import quarantine_crash_loops
 from reconciler.loop.executor import Executor
@@ -40,6 +43,7 @@ from reconciler.ops.credentials import CredentialsError, load_credentials
 from reconciler.ops.probe import ProbeSettings
 from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
+from reconciler.source.window import closed_windows
 from reconciler.state.atomic import sweep_temp_files
 from reconciler.state.crashpoint import crashpoint
 from reconciler.state.journal import Journal
@@ -71,11 +75,14 @@ class Controller:
         trust_dir: Path | None = None,
         strict_readiness: bool = False,
         backends: Backends | None = None,
+        device: DeviceIdentity | None = None,
+        download_rate_limit: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         probe: ProbeSettings | None = None,
         notifier: Notifier | None = None,  # systemd's: STATUS= per status write, WATCHDOG=1
         journal_health: JournalHealth | None = None,
         on_status: Callable[[], None] | None = None,
+        wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
 
@@ -92,6 +99,7 @@ class Controller:
         self.repo = repo
         self.resync_s = resync_s
         self.notifier = notifier or Notifier(None)
+        self.device = device  # id and labels (status.json; a reporter takes the same)
         metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
@@ -105,6 +113,7 @@ class Controller:
             on_rollout_event=self.judge_now,  # a candidate failed a request
             on_store_damaged=lambda model, kind: metrics.store_damaged.labels(model, kind).inc(),
             probe=probe,  # limits of a new model's first run, in a child process
+            download_rate_limit=download_rate_limit,  # bytes/s, all downloads together
         )
         self.quarantine = Quarantine()  # written by the executor only
         self.executor = Executor(self.ctx, metrics, self.quarantine)
@@ -125,6 +134,8 @@ class Controller:
         self._lock = threading.Lock()  # the status writer's
         self.schedule = Schedule(clock)
         self._clock = clock
+        self._wall_clock = wall_clock  # update windows are local time of day, not monotonic
+        self._window_opens_in: float | None = None  # seconds until a closed window opens
         self._reported_errors: frozenset[tuple[str, str]] = frozenset()
         self.passes = 0
         self.journal_health = journal_health  # what the start found; shown in status
@@ -227,6 +238,8 @@ class Controller:
             due = self.schedule.next_due()
             if due is not None:  # a rollout stage to look at again, or a backoff that ends
                 timeout = min(timeout, max(0.0, due - self._clock()))
+            if self._window_opens_in is not None:  # an update window that opens: swap then
+                timeout = min(timeout, self._window_opens_in + 0.5)
             self._idle(timeout)
 
     def _idle(self, timeout: float) -> None:
@@ -259,7 +272,7 @@ class Controller:
         self.ctx.pin(specs)
         # a candidate still being probed that is no longer wanted is abandoned, not waited for
         self.ctx.abandon_unwanted({m: s.digest for m, s in planned.models.items()})
-        observed = self.observe()
+        observed = self._with_windows(planned, self.observe())
         steps = plan(planned, observed)
         self.passes += 1
         by_model: dict[str, list[AnyStep]] = {}
@@ -298,6 +311,17 @@ class Controller:
             # Plan again now: the next steps if it finished or failed, and if it waits, so the
             # loop sleeps until the new due time rather than the one it computed before.
             self.wake()
+
+    def _with_windows(self, planned: Desired, observed: Observed) -> Observed:
+        """`observed` with the models whose update window is closed now; never an operator's
+        rollback, nor a rollout already under way (it finishes rather than stalls midway)."""
+        under_way = {m for m in planned.models if isinstance(self.executor.waiting_on(m), Rollout)}
+        closed, self._window_opens_in = closed_windows(
+            planned.models.values(),
+            self._wall_clock(),
+            exempt={*self.operator.overrides, *under_way},
+        )
+        return dataclasses.replace(observed, closed_windows=closed)
 
     def observe(self) -> Observed:
         """The runtime and store as the planner sees them, quarantines included."""
@@ -381,6 +405,7 @@ class Controller:
                     desired_commit=self.commits.verdict_json(),
                     steps=self.ctx.step_progress(),
                     journal=self.journal_health.to_json() if self.journal_health else None,
+                    device=self.device.to_json() if self.device else None,
                 )
             except OSError as e:
                 log.warning("status.write-failed", error=str(e))

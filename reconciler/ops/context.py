@@ -32,6 +32,7 @@ from reconciler.core.observed import Observed
 from reconciler.core.steps import Detail, Wait
 from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.download import fetch_bytes
+from reconciler.fetch.ratelimit import TokenBucket
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -70,6 +71,7 @@ class Operations:
         on_rollout_event: Callable[[str], None] | None = None,
         on_store_damaged: Callable[[str, str], None] | None = None,
         probe: ProbeSettings | None = None,
+        download_rate_limit: int | None = None,
     ) -> None:
         """`policy`: the device's trust policy (from its trust dir, never from desired state).
         `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
@@ -77,7 +79,8 @@ class Operations:
         `on_progress()`: a long step advanced (at most twice a second), for the status writer.
         `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
         `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric).
-        `probe`: the limits of a new model's first run in a child (reconciler.ops.probe)."""
+        `probe`: the limits of a new model's first run in a child (reconciler.ops.probe).
+        `download_rate_limit`: bytes/s all model downloads may take together (None: no cap)."""
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo
@@ -97,6 +100,7 @@ class Operations:
             self.background,
             self.repair,
             self.steps,
+            TokenBucket(download_rate_limit) if download_rate_limit else None,
         )
         self.memory = MemoryPlanner(repo, memory_budget, clock)
         self.rollout_progress = RolloutProgress()

@@ -25,6 +25,7 @@ from reconciler.core.steps import Detail
 from reconciler.fetch.credentials import Credentials
 from reconciler.fetch.download import fetch
 from reconciler.fetch.progress import terminal_bar
+from reconciler.fetch.ratelimit import TokenBucket
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.authorization import Authorizer
 from reconciler.ops.backends import Backends
@@ -47,8 +48,10 @@ class Preparer:
         background: Background,
         repair: StoreRepair,
         steps: StepProgress | None = None,
+        rate_limit: TokenBucket | None = None,
     ) -> None:
         self.store = store
+        self.rate_limit = rate_limit  # the device's download rate limit, shared by downloads
         self.repair = repair
         self.artifacts = artifacts
         self.authorizer = authorizer
@@ -93,6 +96,7 @@ class Preparer:
                     allow_http=policy.allow_http,
                     progress=progress,
                     credentials=self.credentials,
+                    rate_limit=self.rate_limit,
                 )
             finally:
                 self._progress.pop(spec.name, None)

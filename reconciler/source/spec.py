@@ -25,10 +25,12 @@ from reconciler.core.desired import (
     RolloutStage,
     ShapeRange,
     TensorSpec,
+    UpdateWindow,
 )
 from reconciler.core.names import Strategy
 from reconciler.core.ociref import OciRefError, is_oci, parse_oci
 from reconciler.source.messages import FieldPath
+from reconciler.source.window import WindowError, parse_window
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -138,7 +140,18 @@ def _rollout(rollout: dict[str, Any]) -> RolloutSpec:
         on_failure=rollout.get("on_failure", "revert"),
         steps=stages,
         gates=gates,
+        window=_window(rollout.get("window")),
     )
+
+
+def _window(value: Any) -> UpdateWindow | None:
+    if value is None:
+        return None
+    try:
+        return parse_window(value)
+    except WindowError as e:
+        path = ("spec", "rollout", "window") + ((e.field,) if e.field else ())
+        raise Invalid(path, str(e)) from None
 
 
 def _tensors(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:

@@ -45,6 +45,7 @@ def write_snapshot(
     desired_commit: Mapping[str, Any] | None = None,
     steps: Mapping[str, dict[str, Any]] | None = None,
     journal: dict[str, Any] | None = None,
+    device: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body written, for the caller's one-line summary.
 
@@ -54,7 +55,8 @@ def write_snapshot(
     `store`: model -> its damaged store copies found and repairs in progress
     (reconciler.ops.repair); `desired_commit`: the signed-commit verdict on the desired
     checkout, when the trust dir asks for one (`reconciler.source.commits`); `journal`: what
-    the journal's checks found at start (`JournalHealth.to_json()`)."""
+    the journal's checks found at start (`JournalHealth.to_json()`); `device`: this device's
+    id and labels (`DeviceIdentity.to_json`)."""
     models: dict[str, Any] = {}
     names = set(observed.models) | set(desired.models if desired else {})
     for name in sorted(names):
@@ -87,6 +89,8 @@ def write_snapshot(
     }
     if desired_commit is not None:
         body["desired_commit"] = dict(desired_commit)
+    if device is not None:
+        body["device"] = dict(device)
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
     return body
 

@@ -125,3 +125,26 @@ def test_a_snapshot_without_backend_versions_falls_back_to_this_devices_backends
     served_by_daemon(state, desired, built_with="1.0.0-long-ago", daemon_backends=None)
     state_word, plan_code, _ = status_and_plan(capsys, desired, state)
     assert (state_word, plan_code) == ("pending", EXIT_PENDING)
+
+
+def test_outside_its_update_window_both_say_the_swap_waits(
+    capsys: pytest.CaptureFixture[str], dirs: tuple[Path, Path], kit: Kit
+) -> None:
+    import datetime as dt
+
+    desired, state = dirs
+    backends = available_backends()["onnxruntime"]
+    served_by_daemon(state, desired, built_with=backends, daemon_backends=backends)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)  # closed now, for an hour
+    hours = f"{later:%H}:00-{(later + dt.timedelta(hours=1)):%H}:00"
+
+    def in_window(doc: dict[str, Any]) -> None:
+        doc["spec"]["rollout"]["window"] = {"hours": hours, "timezone": "UTC"}
+
+    kit.write(desired, "2", mutate=in_window)
+    state_word, plan_code, plan = status_and_plan(capsys, desired, state)
+    assert state_word == f"waiting for update window {hours} UTC"
+    assert plan_code == EXIT_PENDING
+    assert plan["waiting_for_window"] == {"classifier": f"{hours} UTC"}
+    steps = [s["step"] for s in plan["steps"]]
+    assert "fetch" in steps and "swap" not in steps  # prepared now, swapped in the window

@@ -26,6 +26,7 @@ def digest_0_1_0(spec: ModelSpec) -> str:
     """How 0.1.0 computed it: every field but `file`, as `asdict` gives them."""
     body = dataclasses.asdict(spec)
     body.pop("file")
+    body["rollout"].pop("window")  # a field 0.1.0's RolloutSpec did not have (never digested)
     encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(encoded.encode()).hexdigest()
 
@@ -80,3 +81,10 @@ def test_a_nested_field_added_later_likewise() -> None:
 def test_every_digested_field_matters() -> None:
     assert plain_spec("1").digest != plain_spec("1", precision="fp16").digest
     assert plain_spec("1").digest != plain_spec("1", retention=RetentionSpec(True, 5)).digest
+
+
+def test_an_update_window_is_never_part_of_it() -> None:
+    from reconciler.core.desired import UpdateWindow
+
+    rollout = dataclasses.replace(FULL.rollout, window=UpdateWindow(120, 240, None, "02:00-04:00"))
+    assert dataclasses.replace(FULL, rollout=rollout).digest == FULL.digest == digest_0_1_0(FULL)

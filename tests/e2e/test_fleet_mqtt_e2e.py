@@ -11,7 +11,7 @@ from tests.support.kit import Kit
 from tests.support.mosquitto import Listener, Mosquitto, publish
 
 STATE = "hotswap/devices/dev-1/state"
-FLEET_ENV = {"HOTSWAP_DEVICE_ID": "dev-1", "HOTSWAP_DEVICE_LABELS": "{ring: canary, line: '3'}"}
+FLEET_ENV = {"HOTSWAP_DEVICE_ID": "dev-1", "HOTSWAP_DEVICE_LABELS": "ring=canary,line=3"}
 
 
 def serving(version: str):

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import yaml
 
-from reconciler.cli.fleet_options import device_identity, mqtt_settings
+from reconciler.cli.fleet_options import mqtt_settings
 from reconciler.cli.fleet_rollout import edited
+from reconciler.cli.gitopts import device_identity
 from reconciler.cli.main import parse_args
 from reconciler.cli.run import daemon_options
+from reconciler.core.device import DeviceIdentity
 
 
 def test_mqtt_and_device_from_the_config_file(tmp_path: Path) -> None:
@@ -23,9 +25,10 @@ def test_mqtt_and_device_from_the_config_file(tmp_path: Path) -> None:
     settings = mqtt_settings(args)
     assert settings is not None and settings.topic_prefix == "plant-7"
     assert settings.password_file == tmp_path / "trust" / "mqtt.password"  # in the trust dir
-    assert device_identity(args) == ("line-3-a", {"ring": "canary", "line": "3"})
+    assert device_identity(args) == DeviceIdentity("line-3-a", {"ring": "canary", "line": "3"})
     options = daemon_options(args)
-    assert options.mqtt == settings and dict(options.device_labels)["ring"] == "canary"
+    assert options.mqtt == settings
+    assert options.device is not None and options.device.labels["ring"] == "canary"
 
 
 def test_no_broker_no_mqtt() -> None:

@@ -472,3 +472,22 @@ def test_arbitrary_bytes_never_raise(tmp_path: Path, content: bytes) -> None:
 @given(parts=st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=8), max_size=40))
 def test_yamlish_text_never_raises(tmp_path: Path, parts: list[str]) -> None:
     _never_raises(tmp_path, "".join(parts).encode("utf-8", "surrogatepass"))
+
+
+def test_an_update_window_is_read_and_a_bad_time_zone_named_at_its_line(tmp_path: Path) -> None:
+    text = MINIMAL.format(name="m") + '  rollout:\n    window: "02:00-04:00"\n'
+    spec = load_file(_write(tmp_path / "m.yaml", text))
+    assert isinstance(spec, ModelSpec), spec
+    assert spec.rollout.window is not None and spec.rollout.window.text == "02:00-04:00"
+    plain = load_file(_write(tmp_path / "p.yaml", MINIMAL.format(name="m")))
+    assert isinstance(plain, ModelSpec) and plain.digest == spec.digest  # a window is not "what"
+    bad = MINIMAL.format(name="m") + (
+        "  rollout:\n    window:\n      hours: 22:00-02:00\n      timezone: Nowhere/Atlantis\n"
+    )
+    err = load_file(_write(tmp_path / "b.yaml", bad), "desired/b.yaml")
+    assert isinstance(err, LoadError) and err.field == "spec.rollout.window.timezone", err
+    assert "Nowhere/Atlantis" in err.message
+    err = load_file(
+        _write(tmp_path / "c.yaml", MINIMAL.format(name="m") + "  rollout:\n    window: 2-4\n")
+    )
+    assert isinstance(err, LoadError)

@@ -48,7 +48,7 @@ def start_device(
     state: Path, resync: float = 600,
 ) -> Daemon:  # fmt: skip
     d = make(repo / "rings" / ring, state)
-    env = {"HOTSWAP_DEVICE_ID": device, "HOTSWAP_DEVICE_LABELS": f"{{ring: {ring}}}"}
+    env = {"HOTSWAP_DEVICE_ID": device, "HOTSWAP_DEVICE_LABELS": f"ring={ring}"}
     return d.start(env=env, resync=resync, args=["--mqtt-broker", broker_url])
 
 

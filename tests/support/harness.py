@@ -9,6 +9,8 @@ the slots and the quarantine. It runs in milliseconds, so every failure path can
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from reconciler.loop.quarantine import Quarantine
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
 from reconciler.ops.probe import ProbeSettings
+from reconciler.source.window import closed_windows
 from reconciler.state.journal import Journal, Record
 from reconciler.trust.policy import load_policy
 from runtime.serving.metrics import Metrics
@@ -39,6 +42,8 @@ class Device:
     clock: FakeClock = field(default_factory=FakeClock)
     backends: Backends | None = None  # None: the fake backend only
     probe: ProbeSettings | None = None
+    # the wall clock update windows are judged by (None: no model waits for its window)
+    wall: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         self.state = self.root / "state"
@@ -108,7 +113,11 @@ class Device:
         for n in range(max_passes):
             if n and each_pass is not None:
                 each_pass()
-            steps = plan(desired, self.observe())
+            observed = self.observe()
+            if self.wall is not None:  # as the controller does, from its wall clock
+                closed, _ = closed_windows(desired.models.values(), self.wall)
+                observed = dataclasses.replace(observed, closed_windows=closed)
+            steps = plan(desired, observed)
             if not steps:
                 break
             by_model: dict[str, list[Any]] = {}

@@ -58,6 +58,8 @@ def plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, tuple):
         return ":".join(str(v) for v in value)
+    if isinstance(value, list):  # repeated KEY=VALUE options (device labels)
+        return [f"{v[0]}={v[1]}" if isinstance(v, tuple) else plain(v) for v in value]
     return value
 
 
@@ -80,6 +82,13 @@ def _convert(
     if not actions:  # a key no option of this release sets (the fleet sections)
         return raw
     action = actions[0]
+    if isinstance(action, argparse._AppendAction):  # device.labels: a mapping, or k=v,k=v
+        if isinstance(raw, dict):
+            texts = [f"{k}={_scalar(v)}" for k, v in raw.items()]
+        else:
+            texts = [p.strip() for p in str(raw).split(",") if p.strip()]
+        one = argparse.Action([], action.dest, type=action.type if callable(action.type) else None)
+        return [_convert(key, text, [one], where, base) for text in texts]
     if is_switch(action):
         text = str(raw).strip().lower()
         if isinstance(raw, bool) or text in TRUE | FALSE:
@@ -96,6 +105,11 @@ def _convert(
     if action.choices is not None and value not in action.choices:
         raise ConfigError([f"{where}: {raw!r} is not one of {sorted(action.choices)}"])
     return value
+
+
+def _scalar(value: Any) -> str:
+    """A label's YAML value as its text (`true` as true, 3 as 3)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _from_env(key: Key, text: str, actions: list[argparse.Action]) -> Setting:
