@@ -124,6 +124,7 @@ def wire(options: DaemonOptions, journal: Journal) -> Daemon:
         build_timeout_s=options.trt_build_timeout,
     )
     metrics = Metrics()
+    metrics.set_build(hotswap_version())
     metrics.watch_state(repo.describe, journal.size_bytes)
     controller = Controller(
         options.desired_dir,

@@ -76,7 +76,7 @@ class Controller:
         self.journal = journal
         self.repo = repo
         self.resync_s = resync_s
-        metrics = metrics or Metrics()
+        metrics = self.metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
             journal,
@@ -222,6 +222,7 @@ class Controller:
                 self._work, model, model_steps, planned.models.get(model), desired.revision
             )
         self.write_status()
+        self.metrics.last_pass.set(time.time())  # moves on every pass: a stuck loop shows
         return steps
 
     def _work(

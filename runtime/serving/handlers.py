@@ -52,6 +52,7 @@ from runtime.serving.v2 import (
 )
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
+BATCH_WAITERS = 64  # requests that can wait for a batch at once, all batching models together
 # What server metadata advertises, over HTTP and gRPC (model_repository: the index; load and
 # unload answer with a refusal, see runtime.serving.extensions)
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
@@ -98,10 +99,22 @@ class InferenceService:
         self.access_log = access_log
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-infer")
+        # Requests of batching models wait for their batch on a thread: a pool of their own,
+        # so waiting is not capped at `workers` and never starves the models that do not batch.
+        self.batch_pool = ThreadPoolExecutor(
+            max_workers=BATCH_WAITERS, thread_name_prefix="hotswap-batch"
+        )
         self.mirror = Mirror(workers=max(1, workers // 2))
         self.stats = InferenceStats()
         self.path = InferencePath(repo, metrics, self.stats, self.mirror, access_log)
         repo.on_revert_served = self._observe_revert
+
+    def pool_for(self, name: str) -> ThreadPoolExecutor:
+        """Where a request for `name` runs: the batch pool while its active version batches
+        (which instance serves it is still decided on that thread, by `InferencePath`)."""
+        slot = self.repo.get(name)
+        active = slot.active if slot is not None else None
+        return self.batch_pool if active is not None and active.batcher else self.pool
 
     def _observe_revert(self, model: str, seconds: float) -> None:
         self.metrics.revert_seconds.labels(model).observe(seconds)
@@ -177,7 +190,7 @@ class InferenceService:
             self.metrics.errors.labels(name, "client").inc()
             return body
         return await asyncio.get_running_loop().run_in_executor(
-            self.pool,
+            self.pool_for(name),
             self.run_infer,
             name,
             request.path_params.get("version"),
