@@ -153,7 +153,7 @@ def run_daemon(
     try:
         server.wait_serving(make_payload(1, args.seed, "binary"), "1")
         makers = senders(server, f"{HOST}:{grpc_port}", args.seed)
-        for protocol in PROTOCOLS:
+        for protocol in args.protocols:
             for clients in args.clients:
                 log(f"batching {'on' if batching else 'off'}: {protocol}, {clients} clients")
                 result = closed_loop(makers[protocol], clients, args.duration, server.pid)
@@ -246,6 +246,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=6.0, help="seconds per run")
     p.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16])
+    p.add_argument("--protocols", type=lambda s: s.split(","), default=list(PROTOCOLS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
