@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from example_kit import MODEL, REPO, Kit, write_yaml_atomic
@@ -104,20 +105,23 @@ class Server:
         raise RuntimeError(f"v{version} not serving after {timeout:.0f}s:\n{self.log_tail()}")
 
 
-def daemon_on_v1(kit: Kit, tmp: Path) -> tuple[Server, Path, Path]:
-    """The daemon (not started yet) with v1 desired and the kit's publisher trusted; returns it,
-    the desired YAML to replace and the state directory."""
+def daemon_on_v1(
+    kit: Kit, tmp: Path, grpc_port: int | None = None, doc: dict[str, Any] | None = None
+) -> tuple[Server, Path, Path]:
+    """The daemon (not started yet) with v1 desired (or `doc`) and the kit's publisher trusted;
+    returns it, the desired YAML to replace and the state directory. gRPC is off unless
+    `grpc_port` is given (protocols.py measures it; the swap scenarios speak HTTP only)."""
     desired, state = tmp / "desired", tmp / "state"
     desired.mkdir()
     (state / "trust").mkdir(parents=True)
     shutil.copyfile(kit.public_key, state / "trust" / "publisher.pub")
     yaml_path = desired / f"{MODEL}.yaml"
-    write_yaml_atomic(yaml_path, kit.docs["1"])
+    write_yaml_atomic(yaml_path, doc or kit.docs["1"])
     port = free_port()
     daemon = Server(
         [sys.executable, "-m", "reconciler", "run", "--desired", str(desired),
          "--state-dir", str(state), "--listen", f"{HOST}:{port}", "--resync", "30", "--log-json",
-         "--grpc-listen", "none"],
+         "--grpc-listen", f"{HOST}:{grpc_port}" if grpc_port else "none"],
         port, tmp / "daemon.log", tmp,
     )  # fmt: skip
     return daemon, yaml_path, state

@@ -156,6 +156,7 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
     )
     metrics = Metrics()
     notifier = Notifier.from_env()
+    metrics.set_build(hotswap_version())
     metrics.watch_state(repo.describe, journal.size_bytes)
     if health is not None:
         metrics.watch_journal(lambda: health.verdict, lambda: health.trusted)

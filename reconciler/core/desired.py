@@ -110,6 +110,39 @@ class RetentionSpec:
 
 
 @dataclass(frozen=True)
+class BatchingSpec:
+    """Dynamic batching (`runtime.batching`): concurrent requests of one version stacked along
+    the batch dim into one backend call, of at most `max_batch_size` rows, waiting at most
+    `max_queue_delay_s` for more; a batch goes at once when it reaches its largest preferred
+    size."""
+
+    max_batch_size: int
+    max_queue_delay_s: float = 0.002
+    max_queue_delay: str = "2ms"  # as written, for messages
+    preferred_sizes: tuple[int, ...] = ()
+
+    def to_meta(self) -> dict[str, Any]:
+        """What the data plane's batcher and model configuration read (instance meta)."""
+        return {
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_s": self.max_queue_delay_s,
+            "preferred_sizes": list(self.preferred_sizes),
+        }
+
+
+BatchingKey = tuple[int, float, tuple[int, ...]]
+
+
+def batching_key(meta: Mapping[str, Any] | None) -> BatchingKey | None:
+    """What the planner compares to tell whether the active instance batches as desired state
+    asks (from `BatchingSpec.to_meta`, as the instance's meta or the status snapshot has it)."""
+    if not meta:
+        return None
+    preferred = tuple(int(n) for n in meta.get("preferred_sizes", ()))
+    return int(meta["max_batch_size"]), float(meta.get("max_queue_delay_s", 0.002)), preferred
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One ModelDeployment: what should be served under `name`."""
 
@@ -127,6 +160,8 @@ class ModelSpec:
     retention: RetentionSpec = field(default_factory=RetentionSpec)
     manifest: str | None = None
     file: str = ""  # the YAML file it came from, for messages and for holding on errors
+    # Added after 0.1.0: off (None) keeps a spec's digest what it was (see `digest_body`).
+    batching: BatchingSpec | None = None
 
     @property
     def digest(self) -> str:
@@ -137,6 +172,11 @@ class ModelSpec:
         """
         encoded = json.dumps(digest_body(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()
+
+    @property
+    def batching_key(self) -> BatchingKey | None:
+        """How its instances batch, as the planner compares it with what is loaded."""
+        return batching_key(self.batching.to_meta()) if self.batching else None
 
     def shape_range(self, input_name: str) -> ShapeRange | None:
         return dict(self.shapes).get(input_name)
@@ -240,8 +280,15 @@ def digest_body(spec: ModelSpec) -> dict[str, Any]:
 
 # -- JSON -----------------------------------------------------------------------------------------
 def spec_to_json(spec: ModelSpec) -> dict[str, Any]:
-    """JSON-safe form of every field, for the journal and the status snapshot."""
-    return json.loads(json.dumps(dataclasses.asdict(spec), default=list))
+    """JSON-safe form of every field, for the journal and the status snapshot. A field added
+    after 0.1.0 is left out while at its default, as in the digest: 0.1.0 rebuilds a journaled
+    spec with ModelSpec(**spec), so a rolled-back release still restores what does not use it."""
+    body = json.loads(json.dumps(dataclasses.asdict(spec), default=list))
+    known = set(DIGEST_FIELDS) | set(NOT_DIGESTED)
+    for f in dataclasses.fields(spec):
+        if f.name not in known and getattr(spec, f.name) == _default(f):
+            del body[f.name]
+    return body
 
 
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,7 +330,15 @@ _NESTED_FROM_JSON: dict[str, Any] = {
     "health": lambda d: HealthSpec(**_known(HealthSpec, d)),
     "rollout": _rollout_from_json,
     "retention": lambda d: RetentionSpec(**_known(RetentionSpec, d)),
+    "batching": lambda d: None if d is None else _batching(d),
 }
+
+
+def _batching(data: Mapping[str, Any]) -> BatchingSpec:
+    known = _known(BatchingSpec, data)
+    if "preferred_sizes" in known:
+        known["preferred_sizes"] = tuple(known["preferred_sizes"])
+    return BatchingSpec(**known)
 
 
 def spec_from_json(data: Mapping[str, Any]) -> ModelSpec:

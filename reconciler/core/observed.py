@@ -22,6 +22,8 @@ class InstanceInfo:
     )
     source_file: str = ""  # the desired YAML that asked for it
     stages_passed: int = 0  # rollout stages this candidate has passed (canary/shadow)
+    # how it batches (`reconciler.core.desired.batching_key`); None: it does not
+    batching: tuple[int, float, tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,12 @@ def _serves(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool
     backend upgrade changes the key). Not yet "in sync": see reconciler.core.insync."""
     active = current.active
     key = build_key(spec, observed.backend_version(spec.backend))
-    return active is not None and active.version == spec.version and active.build_key == key
+    return (
+        active is not None
+        and active.version == spec.version
+        and active.build_key == key
+        and active.batching == spec.batching_key  # batching turned on, off or changed: reload
+    )
 
 
 def waits_for_window(spec: ModelSpec, current: ModelObserved, observed: Observed) -> bool:

@@ -221,6 +221,7 @@ class Swap:
             active is not None
             and active.build_key == self.build_key
             and active.version == self.spec.version
+            and active.batching == self.spec.batching_key
         )
 
     def apply(self, ctx: StepContext) -> Detail:

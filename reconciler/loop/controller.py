@@ -100,7 +100,7 @@ class Controller:
         self.resync_s = resync_s
         self.notifier = notifier or Notifier(None)
         self.device = device  # id and labels (status.json; a reporter takes the same)
-        metrics = metrics or Metrics()
+        metrics = self.metrics = metrics or Metrics()
         self.ctx = Operations(
             state_dir,
             journal,
@@ -295,6 +295,7 @@ class Controller:
             )
             self._track(future)
         self.write_status()
+        self.metrics.last_pass.set(time.time())  # moves on every pass: a stuck loop shows
         return steps
 
     def _work(

@@ -102,6 +102,8 @@ class Instances:
         bounds = [r.max[0] for _, r in spec.shapes if r.max]
         if bounds:  # the batch bound Triton's model configuration reports
             meta["max_batch_size"] = min(bounds)
+        if spec.batching is not None:  # the instance batches its requests (runtime.serving.batcher)
+            meta["batching"] = spec.batching.to_meta()
         return Instance(spec.name, spec.version, session, meta)
 
     @heavy

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from reconciler.core.desired import batching_key
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.ops.artifacts import ArtifactCache
 from reconciler.ops.backends import Backends
@@ -38,6 +39,7 @@ def _info(
         healthy=inst.healthy or healthy_default,
         source_file=m.get("source_file", ""),
         stages_passed=stages,
+        batching=batching_key(m.get("batching")),
     )
 
 

@@ -17,6 +17,7 @@ from urllib.request import url2pathname
 
 from reconciler.core.desired import (
     DEFAULT_STAGES,
+    BatchingSpec,
     Gates,
     HealthSpec,
     ModelSpec,
@@ -169,6 +170,29 @@ def _health(health: dict[str, Any], base_dir: str) -> HealthSpec:
     )
 
 
+def _batching(
+    batching: dict[str, Any] | None, shapes: tuple[tuple[str, ShapeRange], ...]
+) -> BatchingSpec | None:
+    """`runtime.batching`, bounded by what `shapes` lets one backend call hold."""
+    if batching is None:
+        return None
+    where = ("spec", "runtime", "batching")
+    size = int(batching["max_batch_size"])
+    bound = min((r.max[0] for _, r in shapes), default=None)
+    if bound is not None and size > bound:
+        limiting = min(shapes, key=lambda item: item[1].max[0])[0]
+        raise Invalid(
+            (*where, "max_batch_size"),
+            f"{size} is more than shapes.{limiting}.max allows in its first dim ({bound})",
+        )
+    preferred = tuple(int(n) for n in batching.get("preferred_sizes", ()))
+    for i, n in enumerate(preferred):
+        if n > size:
+            raise Invalid((*where, "preferred_sizes", i), f"{n} is more than max_batch_size {size}")
+    delay = batching.get("max_queue_delay", "2ms")
+    return BatchingSpec(size, parse_duration(delay), delay, preferred)
+
+
 def build_spec(data: dict[str, Any], base_dir: str, shown: str) -> ModelSpec:
     """The ModelSpec of a schema-valid document; relative paths resolve against `base_dir`."""
     spec = data["spec"]
@@ -182,7 +206,7 @@ def build_spec(data: dict[str, Any], base_dir: str, shown: str) -> ModelSpec:
         sha256=model["sha256"],
         backend=runtime.get("backend", "onnxruntime"),
         precision=runtime.get("precision", "fp32"),
-        shapes=_shapes(runtime.get("shapes", {})),
+        shapes=(shapes := _shapes(runtime.get("shapes", {}))),
         inputs=_tensors(interface.get("inputs", [])),
         outputs=_tensors(interface.get("outputs", [])),
         health=_health(spec.get("health", {}), base_dir),
@@ -193,4 +217,5 @@ def build_spec(data: dict[str, Any], base_dir: str, shown: str) -> ModelSpec:
         ),
         manifest=_location(model.get("manifest"), base_dir, at["manifest"]),
         file=shown,
+        batching=_batching(runtime.get("batching"), shapes),
     )

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.desired import Desired, ModelSpec
+from reconciler.core.desired import Desired, ModelSpec, batching_key
 from reconciler.core.observed import InstanceInfo, ModelObserved, Observed
 from reconciler.core.override import Override
 from reconciler.core.reasons import reason
@@ -149,6 +149,7 @@ def _instance(data: dict[str, Any] | None, default_healthy: bool = True) -> Inst
         healthy=bool(data.get("healthy", default_healthy)),
         source_file=data.get("source_file", ""),
         stages_passed=int(data.get("stages_passed", 0)),
+        batching=batching_key(data.get("batching")),
     )
 
 

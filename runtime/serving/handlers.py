@@ -62,6 +62,7 @@ from runtime.serving.v2 import (
 
 # No body is larger, whatever the model takes (each model's own limit is usually far lower).
 MAX_BODY_BYTES = limits_module.MAX_BODY_BYTES
+BATCH_WAITERS = 64  # requests that can wait for a batch at once, all batching models together
 # What server metadata advertises, over HTTP and gRPC (model_repository: the index; load and
 # unload answer with a refusal, see runtime.serving.extensions)
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
@@ -122,10 +123,22 @@ class InferenceService:
         self.access_log = access_log
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hotswap-infer")
+        # Requests of batching models wait for their batch on a thread: a pool of their own,
+        # so waiting is not capped at `workers` and never starves the models that do not batch.
+        self.batch_pool = ThreadPoolExecutor(
+            max_workers=BATCH_WAITERS, thread_name_prefix="hotswap-batch"
+        )
         self.mirror = Mirror(workers=max(1, workers // 2))
         self.stats = InferenceStats()
         self.path = InferencePath(repo, metrics, self.stats, self.mirror, access_log)
         repo.on_revert_served = self._observe_revert
+
+    def pool_for(self, name: str) -> ThreadPoolExecutor:
+        """Where a request for `name` runs: the batch pool while its active version batches
+        (which instance serves it is still decided on that thread, by `InferencePath`)."""
+        slot = self.repo.get(name)
+        active = slot.active if slot is not None else None
+        return self.batch_pool if active is not None and active.batcher else self.pool
 
     def _observe_revert(self, model: str, seconds: float) -> None:
         self.metrics.revert_seconds.labels(model).observe(seconds)
@@ -198,14 +211,14 @@ class InferenceService:
             return _failure(missing)
         limits = self._limits(slot)
         if limits is None:  # nothing loaded: no body is worth reading
-            self.path.account(name, "-", 503, 0.0, request.headers.get("x-request-id"))
+            self.path.account_unserved(name, 503, request.headers.get("x-request-id"))
             return error_response(503, f"model {name!r} is not ready")
         body = await read_body(request, name, limits, MAX_BODY_BYTES)
         if isinstance(body, Response):
             self.metrics.errors.labels(name, "client").inc()
             return body
         return await asyncio.get_running_loop().run_in_executor(
-            self.pool,
+            self.pool_for(name),
             self.run_infer,
             name,
             request.path_params.get("version"),

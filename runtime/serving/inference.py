@@ -5,8 +5,9 @@ with two protocol callbacks: `decode` turns the request into feeds for the insta
 `encode` turns the outputs into the protocol's answer. Everything between them is here, once:
 taking the instance that is active when the request starts (or the candidate a canary stage
 sends it to) and finishing on it, the version check, inference, the mirror, and the accounting
-(Prometheus metrics, Triton statistics, the access log). Batching, when it comes, goes under
-`_run_session`, so it serves both protocols alike.
+(Prometheus metrics, Triton statistics, the access log). Dynamic batching sits under
+`_run_session` (the instance's `Batcher`, runtime.serving.batcher), so it serves both protocols
+alike; the wait to be batched counts as queue time, apart from compute.
 
 A failure leaves as one `InferFailure` whose `kind` each protocol maps to its own code
 (`HTTP_STATUS` here; gRPC's table in `runtime.serving.grpc.servicer`), so the two protocols
@@ -89,6 +90,9 @@ class _Call:
     served: str = "-"  # the version that served it; "-" if none was reached
     code: int = 200
     rows: int = 1
+    # rows of the backend call this request ran (its own, or the batch it led); None when it
+    # joined a batch another request ran, so each execution is counted once
+    execution: int | None = None
 
 
 class InferencePath:
@@ -135,10 +139,12 @@ class InferencePath:
             raise
         finally:
             elapsed = time.perf_counter() - arrived
-            self.account(name, call.served, call.code, elapsed, request_id)
+            self._account(name, call, elapsed, request_id)
             if call.served != "-":
                 ok = call.code == 200
-                self.stats.record(name, call.served, ok, call.rows, call.timings, elapsed)
+                self.stats.record(
+                    name, call.served, ok, call.rows, call.timings, elapsed, call.execution
+                )
 
     def _answer(
         self,
@@ -156,34 +162,51 @@ class InferencePath:
                 raise no_such_version(slot.name, version, inst.version)
             decoded = timings.time("compute_input", lambda: decode(inst))
             call.rows = batch_rows(inst, decoded.feeds)
-            outputs = timings.time(
-                "compute_infer", lambda: self._run_session(slot, inst, decoded.feeds)
-            )
+            outputs = self._run_session(call, slot, inst, decoded.feeds)
             self.mirror.offer(slot, inst, request_id, decoded.feeds, outputs)
             return timings.time("compute_output", lambda: encode(inst, decoded, outputs))
 
-    def _run_session(self, slot: ModelSlot, inst: Instance, feeds: Tensors) -> Tensors:
+    def _run_session(self, call: _Call, slot: ModelSlot, inst: Instance, feeds: Tensors) -> Tensors:
         """Inference alone, timed and counted for the rollout stage in progress (if any): the
-        gates compare versions on what differs between them, not on protocols and decoding."""
+        gates compare versions on what differs between them, not on protocols and decoding.
+        Through the instance's batcher when it has one: its wait for a batch is queue time."""
         started = time.perf_counter()
         try:
-            outputs = inst.session.infer(feeds)
+            if inst.batcher is None:
+                outputs = inst.session.infer(feeds)
+                compute = time.perf_counter() - started
+                call.execution = call.rows
+            else:
+                result = inst.batcher.infer(feeds)
+                outputs, compute = result.outputs, result.compute_s
+                call.timings.queue += result.queue_s
+                call.execution = result.batch_size if result.leader else None
         except BackendError as e:
+            call.timings.compute_infer += time.perf_counter() - started
             slot.record(inst, False, time.perf_counter() - started)
             raise InferFailure("backend", f"inference failed: {e}") from e
+        call.timings.compute_infer += compute
         if slot.split is not None:
-            slot.record(inst, finite(outputs), time.perf_counter() - started)
+            slot.record(inst, finite(outputs), compute)
         return outputs
 
-    def account(
-        self, name: str, served: str, code: int, elapsed: float, request_id: str | None
-    ) -> None:
-        """Request count, latency or error kind, and the access log line."""
-        self.metrics.requests.labels(name, served, str(code)).inc()
+    def account_unserved(self, name: str, code: int, request_id: str | None) -> None:
+        """A request answered before any instance was reached (nothing loaded to size it by)."""
+        self._account(name, _Call(Timings(queue=0.0), code=code), 0.0, request_id)
+
+    def _account(self, name: str, call: _Call, elapsed: float, request_id: str | None) -> None:
+        """Request count, latency (and its queue and compute parts) or error kind, the batch
+        size of an execution this request ran, and the access log line."""
+        served, code, metrics = call.served, call.code, self.metrics
+        metrics.requests.labels(name, served, str(code)).inc()
         if code == 200:
-            self.metrics.latency.labels(name, served).observe(elapsed)
+            metrics.latency.labels(name, served).observe(elapsed)
+            metrics.queue.labels(name, served).observe(call.timings.queue)
+            metrics.compute.labels(name, served).observe(call.timings.compute_infer)
+            if call.execution is not None:
+                metrics.batch_size.labels(name, served).observe(call.execution)
         else:
-            self.metrics.errors.labels(name, ERROR_KIND.get(code, "client")).inc()
+            metrics.errors.labels(name, ERROR_KIND.get(code, "client")).inc()
         if self.access_log:
             log.info(
                 "infer",

@@ -2,7 +2,11 @@
 
 Counters and histograms are updated where things happen (request path, executor); what is
 loaded and how big the journal is are read at scrape time through callbacks, so they can never
-drift from the truth.
+drift from the truth. The process's own RSS, CPU seconds and open fds come from
+prometheus_client's ProcessCollector (`process_*`, Linux /proc); `hotswap_build_info` says which
+release runs (set by the daemon); the control plane stamps
+`hotswap_reconcile_last_pass_timestamp_seconds` after every pass, so a loop that stopped
+passing shows as a timestamp that no longer moves.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 REVERT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 STEP_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
@@ -112,6 +117,35 @@ class Metrics:
             "hotswap_store_damaged", "Stored model blobs (kind blob) and build artifacts (kind artifact) found damaged, set aside and repaired",
             ["model", "kind"], registry=r,
         )  # fmt: skip
+
+        self._data_plane(r)
+        self.build_info = Gauge(
+            "hotswap_build_info", "The hotswap release running (always 1)", ["version"], registry=r
+        )
+        self.last_pass = Gauge(
+            "hotswap_reconcile_last_pass_timestamp_seconds",
+            "Unix time the reconcile loop last finished a pass (a stuck loop stops moving it)",
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, _cpu_seconds_total, _open_fds
+
+    def _data_plane(self, r: CollectorRegistry) -> None:
+        self.queue = Histogram(
+            "hotswap_inference_queue_seconds", "Time a request waited before its inference ran (for a worker thread, and to be batched), by model and version",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.compute = Histogram(
+            "hotswap_inference_compute_seconds", "Backend time of the inference a request ran in (the whole batch when batched), by model and version",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "hotswap_inference_batch_size", "Rows per backend call (one observation per execution), by model and version",
+            ["model", "version"], buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def set_build(self, version: str) -> None:
+        self.build_info.clear()
+        self.build_info.labels(version).set(1)
 
     def watch_state(
         self, describe_models: Callable[[], dict[str, Any]], journal_bytes: Callable[[], int]

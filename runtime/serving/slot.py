@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.backends.base import Session
+from runtime.serving.batcher import Batcher, BatchPolicy, batchable
 from runtime.serving.conditions import Conditions
 from runtime.serving.traffic import Split
 
 
 @dataclass(eq=False)
 class Instance:
-    """One loaded version. `meta` is the control plane's description (sha256, build key, ...)."""
+    """One loaded version. `meta` is the control plane's description (sha256, build key, ...);
+    with `batching` in it, and a model that batches, the instance gets its own `batcher`."""
 
     model: str
     version: str
@@ -34,6 +36,17 @@ class Instance:
     _retired: bool = False
     _released: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    batcher: Batcher | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        policy = BatchPolicy.from_meta(self.meta)
+        if policy is not None and batchable(self.session):
+            self.batcher = Batcher(self.session, policy)
+
+    def _release(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.session.release()
 
     @property
     def in_flight(self) -> int:
@@ -50,7 +63,7 @@ class Instance:
             if release:
                 self._released = True
         if release:
-            self.session.release()
+            self._release()
 
     def retire(self) -> None:
         """Release now if idle, else when the last in-flight request finishes."""
@@ -60,7 +73,7 @@ class Instance:
             if release:
                 self._released = True
         if release:
-            self.session.release()
+            self._release()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -8,9 +8,9 @@ inference_stats {success, fail, queue, compute_input, compute_infer, compute_out
 cache_miss} each {count, ns}, batch_stats), which `ModelStatisticsResponse` parses field for field.
 
 Semantics as Triton's: `inference_count` counts inferences (a batch of 8 is 8), `execution_count`
-model executions (one per request until batching stacks several into one); `success` and `fail`
-time whole requests, from arrival; the queue and compute durations count successful requests
-only. Counts live as long as the process, like Triton's, and are kept for every version that
+model executions (one per batch: dynamic batching stacks several requests into one); `success`
+and `fail` time whole requests, from arrival; the queue (including the wait to be batched) and
+compute durations count successful requests only. Counts live as long as the process, like Triton's, and are kept for every version that
 served since it started (a swapped-out version's figures stay readable).
 """
 
@@ -101,9 +101,19 @@ class InferenceStats:
         self._by_version: dict[tuple[str, str], _VersionStats] = {}
 
     def record(
-        self, model: str, version: str, ok: bool, rows: int, timings: Timings, total: float
+        self,
+        model: str,
+        version: str,
+        ok: bool,
+        rows: int,
+        timings: Timings,
+        total: float,
+        execution: int | None,
     ) -> None:
-        """One answered request of `rows` inferences; `total` seconds from its arrival."""
+        """One answered request of `rows` inferences; `total` seconds from its arrival.
+        `execution` is the batch size of the model execution this request ran (its own rows
+        unbatched), None when it rode in a batch another request ran: Triton counts
+        `execution_count` and `batch_stats` per execution, everything else per request."""
         with self._lock:
             stats = self._by_version.setdefault((model, version), _VersionStats())
             if not ok:
@@ -111,11 +121,13 @@ class InferenceStats:
                 return
             stats.last_inference_ms = int(time.time() * 1000)
             stats.inference_count += rows
-            stats.execution_count += 1
             stats.success.add(total)
             for phase in PHASES:
                 stats.phases[phase].add(getattr(timings, phase))
-            batch = stats.batches.setdefault(rows, {p: _Duration() for p in PHASES[1:]})
+            if execution is None:
+                return
+            stats.execution_count += 1
+            batch = stats.batches.setdefault(execution, {p: _Duration() for p in PHASES[1:]})
             for phase in PHASES[1:]:
                 batch[phase].add(getattr(timings, phase))
 

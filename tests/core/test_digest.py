@@ -10,6 +10,7 @@ import json
 from reconciler.core.desired import (
     DIGEST_FIELDS,
     NOT_DIGESTED,
+    BatchingSpec,
     Gates,
     HealthSpec,
     ModelSpec,
@@ -21,12 +22,17 @@ from reconciler.core.desired import (
 )
 from tests.support.units import plain_spec
 
+# Fields ModelSpec gained after 0.1.0, each at a default that keeps a spec's digest.
+ADDED_SINCE_0_1_0 = {"batching"}
+
 
 def digest_0_1_0(spec: ModelSpec) -> str:
-    """How 0.1.0 computed it: every field but `file`, as `asdict` gives them."""
+    """How 0.1.0 computed it: every field it had but `file`, as `asdict` gives them."""
     body = dataclasses.asdict(spec)
     body.pop("file")
     body["rollout"].pop("window")  # a field 0.1.0's RolloutSpec did not have (never digested)
+    for name in ADDED_SINCE_0_1_0:
+        assert body.pop(name) is None, "a spec that uses a later field is not a 0.1.0 spec"
     encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(encoded.encode()).hexdigest()
 
@@ -51,7 +57,15 @@ def test_todays_fields_keep_0_1_0s_encoding() -> None:
     for spec in (plain_spec("1"), FULL):
         assert spec.digest == digest_0_1_0(spec)
     names = {f.name for f in dataclasses.fields(ModelSpec)}
-    assert names == set(DIGEST_FIELDS) | set(NOT_DIGESTED)
+    assert names == set(DIGEST_FIELDS) | set(NOT_DIGESTED) | ADDED_SINCE_0_1_0
+
+
+def test_batching_changes_the_digest_only_of_specs_that_use_it() -> None:
+    batched = dataclasses.replace(FULL, batching=BatchingSpec(8, 0.002, "2ms", (4, 8)))
+    assert batched.digest != FULL.digest
+    assert dataclasses.replace(batched, batching=None).digest == FULL.digest
+    other = dataclasses.replace(FULL, batching=BatchingSpec(4))
+    assert other.digest not in (FULL.digest, batched.digest)
 
 
 def test_where_it_was_read_is_not_part_of_it() -> None:

@@ -152,7 +152,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         service, version, rid = self.service, request.model_version, request_id(context, request)
         try:
-            future = service.pool.submit(
+            future = service.pool_for(name).submit(
                 service.execute, name, version, rid, decode, encode, time.perf_counter()
             )
         except RuntimeError:  # the pool is shut down: the daemon is stopping
