@@ -120,7 +120,7 @@ V2_CANARY_COMMENT = (
     "upgrade passes every gate and is promoted"
 )
 FLAKY_THRESHOLD = 1.0  # v5 fails a row whose input[n,0,0,0] is above this
-SLOW_MATMULS = 12  # v6's side branch: [588,256]x[256,256] MatMuls per image, ~4-5x v2's time
+SLOW_MATMULS = 30  # v6's side branch: [588,256]x[256,256] MatMuls per image, ~10x v2's time
 
 
 def build_model(version: str, v: Variant) -> onnx.ModelProto:

@@ -149,7 +149,7 @@ def test_canary_whose_candidate_is_slow_fails_the_latency_gate_with_no_client_fa
     try:
         kit.write(
             d.desired,
-            "6",  # ~4x v2's inference time alone; CPU contention on a busy machine narrows it
+            "6",  # ~10x v2's inference time alone, so contention on a busy machine cannot hide it
             mutate=rollout("canary", [(30, "2s")], max_p99_latency_ratio=1.3, min_requests=5),
         )
         [failed] = wait_records(d, "the latency gate", timeout=60, step="rollout", phase="failed")
