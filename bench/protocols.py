@@ -45,6 +45,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` now, MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def bare_ort(model: Path, x: np.ndarray, threads: int, seconds: float) -> dict[str, Any]:
     """CPU and wall time per inference of the model in this process, one caller, the daemon's
     ORT settings: what serving at all must cost."""
@@ -125,6 +133,7 @@ def closed_loop(make: Callable[[], Send], clients: int, seconds: float, pid: int
         "throughput_rps": round(len(done) / wall, 2),
         "latency": latency_summary(done),
         "server_cpu_ms_per_request": round(1000 * cpu / len(done), 3) if done else None,
+        "server_rss_mib": rss_mib(pid),
     }
 
 
@@ -198,7 +207,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"\nbare ONNX Runtime: {bare['cpu_ms']:.3f} ms CPU, {bare['wall_ms']:.3f} ms wall"
           " per inference (batch 1, one caller);"
           f" {bare['batch8_cpu_ms_per_row']:.3f} ms CPU per row at batch 8")  # fmt: skip
-    head = f"{'batching':8} {'protocol':12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'x ORT':>6} {'errors':>6}"  # fmt: skip
+    head = f"{'batching':8} {'protocol':12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'x ORT':>6} {'RSS MiB':>7} {'errors':>6}"  # fmt: skip
     print(head)
     print("-" * len(head))
     for r in result["runs"]:
@@ -207,7 +216,7 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{'on' if r['batching'] else 'off':8} {r['protocol']:12} {r['clients']:>7}"
               f" {r['throughput_rps']:>9.1f} {r['latency']['p50_ms'] or 0:>8.2f}"
               f" {r['latency']['p99_ms'] or 0:>8.2f} {cpu or 0:>10.3f} {x_ort or 0:>6.2f}"
-              f" {r['errors']:>6}")  # fmt: skip
+              f" {r.get('server_rss_mib', 0):>7.1f} {r['errors']:>6}")  # fmt: skip
     print_targets(result["targets"], "target", 74)
     print(f"uvicorn levers: {result['http_levers']}")
 
