@@ -60,11 +60,13 @@ test-services:
 	  else echo "not installed:$$missing (tests that need them are skipped)"; fi; \
 	fi
 
+# Tests run on one worker per core, four at most: the daemon tests mostly wait on processes.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: lint test-services
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS)
 
 test-fast: lint
-	$(BIN)/pytest -q -m 'not daemon'
+	$(BIN)/pytest -q -n $(TEST_JOBS) -m 'not daemon'
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/swap_under_load.py

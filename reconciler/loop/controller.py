@@ -132,6 +132,7 @@ class Controller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the status writer's
+        self._closed = False  # stopped: status.json is no longer written
         self.schedule = Schedule(clock)
         self._clock = clock
         self._wall_clock = wall_clock  # update windows are local time of day, not monotonic
@@ -188,6 +189,8 @@ class Controller:
         with self._in_flight_lock:
             in_flight = list(self._in_flight)
         _, running = wait_for_futures(in_flight, timeout=max(0.1, deadline - time.monotonic()))
+        with self._lock:  # no status write is half done from here on, and none starts
+            self._closed = True
         if running:
             log.error("shutdown.steps-still-running", count=len(running), waited_s=timeout_s)
             return False
@@ -390,6 +393,8 @@ class Controller:
 
     def write_status(self) -> None:
         with self._lock:
+            if self._closed:  # a step abandoned at shutdown must not leave a temp file
+                return
             publish_conditions(self.repo, self.planned, self.quarantine.snapshot())
             try:
                 body = write_snapshot(

@@ -168,6 +168,7 @@ class Journal:
             # as_uri() percent-quotes the path: a raw `#`, `?` or `%` would open another file
             uri = f"{path.absolute().as_uri()}?mode=ro"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._refuse_unborn()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -184,6 +185,17 @@ class Journal:
         self._marked = False  # this file's header says it keeps a head
         if not readonly:
             _ = self.anchored  # read before the first head write marks the file
+
+    def _refuse_unborn(self) -> None:
+        """A reader that comes while the daemon is creating the file finds it without tables:
+        that is no journal yet, not a damaged one (unless a head says records were written)."""
+        try:
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.Error:
+            return  # unreadable: verification says how
+        if tables == 0 and not self.head_path.exists():
+            self._db.close()
+            raise JournalError(f"{self.path}: no journal here yet (the daemon is creating it)")
 
     @property
     def anchored(self) -> bool:

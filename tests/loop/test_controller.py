@@ -145,3 +145,22 @@ def test_stop_is_bounded_whatever_a_step_is_doing(loop: Loop) -> None:
         assert time.monotonic() - started < 5
     finally:
         release.set()
+
+
+def test_a_step_abandoned_at_stop_writes_no_status_afterwards(loop: Loop) -> None:
+    """The process exits while such a step may still run: a status write it started then would
+    leave a half-written temp file, so after `stop` nothing writes status.json any more."""
+    stuck, release = threading.Event(), threading.Event()
+    loop.backend.arm("infer", lambda: (stuck.set(), release.wait(30)))
+    loop.want("1")
+    loop.controller.start()
+    status = loop.controller.state_dir / "status.json"
+    try:
+        assert stuck.wait(20), "the warm-up never began"
+        assert loop.controller.stop(timeout_s=0.5) is False
+        before = status.stat().st_mtime_ns
+        loop.controller.write_status()  # what the abandoned step's progress callback would do
+        assert status.stat().st_mtime_ns == before
+        assert not list(status.parent.glob("*.hotswap-tmp"))
+    finally:
+        release.set()

@@ -14,6 +14,7 @@ import pytest
 
 from reconciler.state import queries
 from reconciler.state.journal import GENESIS, Journal, JournalError
+from reconciler.state.journal_head import head_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -229,6 +230,17 @@ def test_readonly_open_of_a_missing_file_raises_and_creates_nothing(tmp_path: Pa
         Journal(path, readonly=True)
     assert not path.exists()
     assert not path.parent.exists()
+
+
+def test_a_reader_racing_the_creation_sees_no_journal_yet_not_a_broken_one(tmp_path: Path) -> None:
+    """The daemon's connect makes the file before its tables; a CLI in that window must not
+    call the journal damaged. Once a head says records were written, an empty file is damage."""
+    path = tmp_path / "journal.db"
+    path.touch()
+    with pytest.raises(JournalError, match="no journal here yet"):
+        Journal(path, readonly=True)
+    head_path(path).write_text("{}")
+    Journal(path, readonly=True).close()  # opened: verification judges it, it is not absent
 
 
 def test_readonly_journal_refuses_writes(db: Path) -> None:

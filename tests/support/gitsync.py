@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 SIGNERS = ("alice", "mallory")
@@ -43,7 +44,7 @@ class SignedRepo:
         self.git("config", "user.email", "alice@example.com")
         self.git("config", "gpg.format", "ssh")
         self.published = 0
-        self.gpg_homes: list[Path] = []
+        self.gpg_homes: dict[str, Path] = {}
 
     def git(self, *args: str, cwd: Path | None = None) -> str:
         out = subprocess.run(
@@ -57,9 +58,10 @@ class SignedRepo:
 
     def gpg_key(self, who: str) -> str:
         """An OpenPGP key for `who` in its own GNUPGHOME; returns the armored public key."""
-        home = self.root / f"gnupg-{who}"
-        home.mkdir(mode=0o700)
-        self.gpg_homes.append(home)
+        # A short path under /tmp: gpg-agent's socket lives in the homedir, and a Unix socket
+        # path has 108 bytes at most (a pytest worker's tmp_path can be longer).
+        home = Path(tempfile.mkdtemp(prefix=f"gpg-{who}-"))
+        self.gpg_homes[who] = home
         subprocess.run(
             ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
              "--passphrase", "", "--quick-gen-key", f"{who} <{who}@example.com>", "ed25519",
@@ -73,11 +75,12 @@ class SignedRepo:
 
     def stop_gpg_agents(self) -> None:
         """The agents `gpg` started to sign: stopped through their own homedir."""
-        for home in self.gpg_homes:
+        for home in self.gpg_homes.values():
             subprocess.run(
                 ["gpgconf", "--homedir", str(home), "--kill", "all"], check=False,
                 capture_output=True,
             )  # fmt: skip
+            shutil.rmtree(home, ignore_errors=True)
 
     def commit(self, files: dict[str, str], signer: str | None, gpg: bool = False) -> str:
         for name, text in files.items():
@@ -87,7 +90,7 @@ class SignedRepo:
         if signer is None:
             self.git("commit", *message)
         elif gpg:
-            home = self.root / f"gnupg-{signer}"
+            home = self.gpg_homes[signer]
             subprocess.run(
                 ["git", "-c", "gpg.format=openpgp", "-c", f"user.signingkey={signer}@example.com",
                  "commit", "-S", *message],
