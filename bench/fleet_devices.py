@@ -84,9 +84,20 @@ class Device:
         except (OSError, ValueError):
             return -1
 
+    def looked(self) -> int:
+        """A counter that moves when the device looks at desired state: its git source's last
+        sync (source.json is rewritten after every fetch), else its controller's passes."""
+        try:
+            return (self.state / "git" / "source.json").stat().st_mtime_ns
+        except OSError:
+            return self.passes()
+
 
 def start_devices(kit: Kit, repo: Path, tmp: Path, sizes: dict[str, int], broker_url: str,
-                  resync: float) -> list[Device]:  # fmt: skip
+                  resync: float, source: str = "git") -> list[Device]:  # fmt: skip
+    """`source`: "git", each device fetches the repository itself (`--git file://...
+    --git-path rings/<ring>`, shallow, as on a real fleet); "worktree", each reads its ring's
+    directory of the working tree (`--desired`, as beside a git-sync sidecar)."""
     devices: list[Device] = []
     for ring, count in sizes.items():
         for _ in range(count):
@@ -94,11 +105,13 @@ def start_devices(kit: Kit, repo: Path, tmp: Path, sizes: dict[str, int], broker
             state = _mkdir(tmp / name / "trust").parent
             shutil.copyfile(kit.public_key, state / "trust" / "publisher.pub")
             port = free_port()
-            argv = [*hotswap_cli(), "run", "--desired", str(repo / "rings" / ring),
+            desired = (["--git", repo.as_uri(), "--ref", "main", "--git-path", f"rings/{ring}"]
+                       if source == "git" else ["--desired", str(repo / "rings" / ring)])  # fmt: skip
+            argv = [*hotswap_cli(), "run", *desired,
                     "--state-dir", str(state), "--listen", f"{HOST}:{port}", "--resync", str(resync),
                     "--grpc-listen", "none", "--log-json", "--workers", "1", "--mqtt-broker", broker_url]  # fmt: skip
             server = Server(argv, port, tmp / name / "daemon.log", tmp / name)
-            env = {**child_env(), "HOTSWAP_DEVICE_ID": name, "HOTSWAP_DEVICE_LABELS": f"{{ring: {ring}}}",
+            env = {**child_env(), "HOTSWAP_DEVICE_ID": name, "HOTSWAP_DEVICE_LABELS": f"ring={ring}",
                    "HOTSWAP_CONFIG": ""}  # fmt: skip
             with server.log_path.open("ab") as logf:
                 server.proc = subprocess.Popen(

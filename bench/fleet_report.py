@@ -57,7 +57,7 @@ def message_figures(tap: list[tuple[float, str, int, Any]], devices: int) -> dic
 
 def summarize(*, devices: list[Any], sizes: dict[str, int], tap: list[Any], good: dict[str, Any],
               bad: dict[str, Any], wakes: list[float], load: Any, untouched: dict[str, bool],
-              resync_s: float, git_log: str) -> dict[str, Any]:  # fmt: skip
+              resync_s: float, git_log: str, source: str = "git") -> dict[str, Any]:  # fmt: skip
     ring_of = {d.name: d.ring for d in devices}
     reports = _reports(tap)
     first_ring = next(iter(sizes))
@@ -67,13 +67,13 @@ def summarize(*, devices: list[Any], sizes: dict[str, int], tap: list[Any], good
     canary_final = {dev: m.get("active") for _, dev, m in reports if ring_of.get(dev) == first_ring}
     bad_rings = sorted({c["ring"] for c in bad["commits"]})
     result = {
-        "devices": len(devices), "rings": sizes, "resync_s": resync_s,
+        "devices": len(devices), "rings": sizes, "resync_s": resync_s, "source": source,
         "good": {"rc": good["rc"], "rings": ring_latencies(reports, good, ring_of, "2"),
                  "duration_s": round(good["ended"] - good["started"], 1), "stdout": good["stdout"]},
         "bad": {"rc": bad["rc"], "rings_committed": bad_rings, "stderr": bad["stderr"],
                 "other_rings_saw_v3": bad_seen, "ring_files_as_before": untouched,
                 "first_ring_back_on": sorted(set(canary_final.values()))},
-        "wake_to_pass_s": spread(wakes),
+        "wake_to_look_s": spread(wakes),
         "polling_expected_s": {"mean": resync_s / 2, "max": round(resync_s * 1.1, 1)},
         "load": {"sent": load.sent, "failed": load.failed, "failures": load.failures[:20]},
         "mqtt": message_figures(tap, len(devices)),
@@ -93,13 +93,13 @@ def summarize(*, devices: list[Any], sizes: dict[str, int], tap: list[Any], good
 
 def report(result: dict[str, Any]) -> None:
     print(
-        f"\nfleet_sim: {result['devices']} devices {result['rings']}, polling every {result['resync_s']:g}s"
+        f"\nfleet_sim: {result['devices']} devices {result['rings']}, polling every {result['resync_s']:g}s, source {result.get('source', 'worktree')}"
     )
     for ring, r in result["good"]["rings"].items():
         print(f"  v2 ring {ring:7} {r['serving']}/{r['devices']} serving; commit -> device serving "
               f"median {r['per_device_s']['median']}s max {r['per_device_s']['max']}s")  # fmt: skip
-    w = result["wake_to_pass_s"]
-    print(f"  wake -> reconcile pass: median {w['median']}s max {w['max']}s"
+    w = result["wake_to_look_s"]
+    print(f"  wake -> device looks: median {w['median']}s max {w['max']}s"
           f" (polling: mean {result['polling_expected_s']['mean']}s)")  # fmt: skip
     m = result["mqtt"]
     print(f"  MQTT: {m['state_messages']} state reports ({m['state_per_device']} per device),"
@@ -114,7 +114,8 @@ def report(result: dict[str, Any]) -> None:
              not result["bad"]["other_rings_saw_v3"], "")  # fmt: skip
     rows.add("failed requests under light load", result["load"]["failed"], 0,
              result["load"]["failed"] == 0, f"of {result['load']['sent']}")  # fmt: skip
-    rows.add("wake -> pass max (s)", w["max"], result["resync_s"], None, "vs the polling interval")
+    rows.add("wake -> device looks, max (s)", w["max"], result["resync_s"], None,
+             "vs the polling interval")  # fmt: skip
     print()
     print_targets(rows, "target", 36)
 
@@ -133,8 +134,8 @@ def draw(result: dict[str, Any], png: Any) -> None:
     top.set_ylabel("s, commit -> serving v2")
     top.set_title(f"fleet_sim: {result['devices']} devices, one broker, one git repository")
     top.legend(fontsize=7)
-    w = result["wake_to_pass_s"]
-    bottom.barh(["wake -> pass (max)", "wake -> pass (median)", "polling (mean)"],
+    w = result["wake_to_look_s"]
+    bottom.barh(["wake -> looks (max)", "wake -> looks (median)", "polling (mean)"],
                 [w["max"] or 0, w["median"] or 0, result["polling_expected_s"]["mean"]])  # fmt: skip
     bottom.set_xscale("log")
     bottom.set_xlabel("seconds (log)")

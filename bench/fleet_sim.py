@@ -1,13 +1,14 @@
 """A fleet simulation: N real daemons, one Mosquitto, one git repository, a ring rollout of a good
 version and of a bad one (v3: NaN outputs, refused by the health check).
 
-    python bench/fleet_sim.py [--devices 20] [--resync 30] [--wakes 5] [--out bench/results]
+    python bench/fleet_sim.py [--devices 20] [--resync 30] [--wakes 5] [--source git|worktree]
 
 Measured (bench/README.md, "fleet_sim.py", explains them and extrapolates on paper):
 - commit -> every device of the ring serving the version (p50/max per ring), from the rollout's
   own commit line to each device's first report of it active;
-- MQTT wake -> reconcile pass, per device (p50/max), against the polling interval (`--resync`):
-  an empty wake on `<prefix>/fleet/sync`, timed to the pass count in each status snapshot;
+- MQTT wake -> the device looking, per device (p50/max), against the polling interval
+  (`--resync`): an empty wake on `<prefix>/fleet/sync`, timed to its git source's next fetch
+  (or, with `--source worktree`, to the pass count in its status snapshot);
 - failed requests under light load (one request per device every `--load-period` seconds): 0;
 - the bad version stopped at the first ring, the other rings' files and devices untouched;
 - MQTT message sizes and rates (state reports, wakes).
@@ -70,12 +71,12 @@ def wake_probes(tap: Tap, devices: list[Any], count: int, timeout_s: float = 10)
     """Empty wakes on the fleet topic; per device, seconds from the publish to its next pass."""
     latencies: list[float] = []
     for _ in range(count):
-        before = {d.name: d.passes() for d in devices}
+        before = {d.name: d.looked() for d in devices}
         sent = tap.publish("hotswap/fleet/sync", "")
         waiting = {d.name: d for d in devices}
         while waiting and time.monotonic() - sent < timeout_s:
             for name, d in list(waiting.items()):
-                if d.passes() > before[name]:
+                if d.looked() != before[name]:
                     latencies.append(time.monotonic() - sent)
                     del waiting[name]
             time.sleep(0.005)
@@ -95,7 +96,7 @@ def scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     broker_url = f"mqtt://127.0.0.1:{broker.port}"
     repo = make_repo(tmp / "fleet", kit, RINGS)
     sizes = ring_sizes(args.devices, RINGS)
-    devices = start_devices(kit, repo, tmp, sizes, broker_url, args.resync)
+    devices = start_devices(kit, repo, tmp, sizes, broker_url, args.resync, args.source)
     tap = load = None
     try:
         time.sleep(0.5)
@@ -117,7 +118,7 @@ def scenario(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                      for r in RINGS}  # fmt: skip
         return summarize(
             devices=devices, sizes=sizes, tap=tap.snapshot(), good=good, bad=bad, wakes=wakes,
-            load=load, untouched=untouched, resync_s=args.resync, git_log=git(repo, "log", "--format=%s"),
+            load=load, untouched=untouched, resync_s=args.resync, source=args.source, git_log=git(repo, "log", "--format=%s"),
         )  # fmt: skip
     finally:
         if load is not None:
@@ -136,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--resync", type=float, default=30.0, help="each device's polling interval")
     parser.add_argument("--wakes", type=int, default=5, help="wake probes")
+    parser.add_argument(
+        "--source", choices=("git", "worktree"), default="git",
+        help="git: each device fetches the fleet repository itself (--git);"
+        " worktree: each reads its ring's directory of one checkout (--desired)",
+    )  # fmt: skip
     parser.add_argument(
         "--load-period", type=float, default=1.0, help="s between requests per device"
     )
