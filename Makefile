@@ -45,9 +45,11 @@ lint: $(DEV_STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# Real peers the tests start on 127.0.0.1: Mosquitto (MQTT) and CNCF distribution (an OCI
-# registry). Installed from Debian when missing; the tests skip a peer only where none can be had.
-TEST_SERVICES := mosquitto:mosquitto docker-registry:docker-registry
+# Real peers the tests start on 127.0.0.1: Mosquitto (MQTT), CNCF distribution (an OCI registry)
+# and OpenSSH's server (git over ssh://). Installed from Debian when missing, with the packages'
+# own services kept from starting (policy-rc.d): the tests start their own, on loopback only.
+# The tests skip a peer only where none can be had.
+TEST_SERVICES := mosquitto:mosquitto docker-registry:docker-registry sshd:openssh-server
 test-services:
 	@missing=""; for pair in $(TEST_SERVICES); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
@@ -56,7 +58,10 @@ test-services:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing"; \
+	    policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1; fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    rc=$$?; [ -n "$$policy" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	  else echo "not installed:$$missing (tests that need them are skipped)"; fi; \
 	fi
 
