@@ -17,6 +17,8 @@ import argparse
 import copy
 import importlib.util
 import os
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -39,10 +41,19 @@ BATCHING_TARGET = 1.5  # throughput with batching on over off, 16 clients
 Send = Callable[[], None]
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of every thread of `pid` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def minor_faults(pid: int) -> int:
+    """Pages `pid` has faulted in so far: a buffer mapped afresh per request shows here."""
+    return int(_stat(pid)[7])
 
 
 def rss_mib(pid: int) -> float:
@@ -117,7 +128,7 @@ def closed_loop(make: Callable[[], Send], clients: int, seconds: float, pid: int
             lat[i].append(time.perf_counter() - t)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    cpu0, faults0, t0 = cpu_seconds(pid), minor_faults(pid), time.perf_counter()
     for t in threads:
         t.start()
     stop.wait(seconds)
@@ -125,6 +136,7 @@ def closed_loop(make: Callable[[], Send], clients: int, seconds: float, pid: int
     for t in threads:
         t.join(timeout=60)
     wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    faults = minor_faults(pid) - faults0
     done = [v for rs in lat for v in rs]
     return {
         "requests": len(done),
@@ -134,6 +146,7 @@ def closed_loop(make: Callable[[], Send], clients: int, seconds: float, pid: int
         "latency": latency_summary(done),
         "server_cpu_ms_per_request": round(1000 * cpu / len(done), 3) if done else None,
         "server_rss_mib": rss_mib(pid),
+        "server_minflt_per_request": round(faults / len(done), 1) if done else None,
     }
 
 
@@ -173,6 +186,33 @@ def run_daemon(
     return rows
 
 
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def grpc_floor(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The null gRPC servicer (grpc_floor.py) under the gRPC load at 1 client."""
+    port = free_port()
+    floor = Server([sys.executable, str(Path(__file__).parent / "grpc_floor.py"), str(port)],
+                   port, tmp / "grpc-floor.log", tmp)  # fmt: skip
+    floor.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not listening(port):
+            if time.monotonic() > deadline or not floor.alive():
+                raise RuntimeError(f"the null gRPC server did not start:\n{floor.log_tail()}")
+            time.sleep(0.1)
+        x = make_payload(1, args.seed, "binary").x
+        log("grpc floor: the null servicer, 1 client")
+        return closed_loop(lambda: grpc_sender(f"{HOST}:{port}", x), 1, args.duration, floor.pid)
+    finally:
+        floor.stop()
+
+
 def _row(rows: list[dict[str, Any]], batching: bool, protocol: str, clients: int) -> dict[str, Any]:
     return next(
         (r for r in rows if (r["batching"], r["protocol"], r["clients"]) == (batching, protocol, clients)),
@@ -202,11 +242,34 @@ def targets(rows: list[dict[str, Any]], bare: dict[str, Any], most: int) -> Targ
     return out
 
 
+def cpu_budget(result: dict[str, Any]) -> dict[str, float] | None:
+    """gRPC at 1 client, batching off: the daemon's CPU per request split into bare ORT, the
+    null servicer's floor (grpcio itself) and the rest (hotswap's request path, its threads)."""
+    floor = (result.get("grpc_floor") or {}).get("server_cpu_ms_per_request")
+    daemon = _row(result["runs"], False, "grpc", 1).get("server_cpu_ms_per_request")
+    if floor is None or daemon is None:
+        return None
+    bare = result["bare_ort"]["cpu_ms"]
+    return {"daemon_ms": daemon, "bare_ort_ms": round(bare, 3), "grpcio_floor_ms": floor,
+            "hotswap_ms": round(daemon - bare - floor, 3),
+            "floor_plus_ort_over_ort": round((bare + floor) / bare, 2)}  # fmt: skip
+
+
+def print_budget(result: dict[str, Any]) -> None:
+    budget = cpu_budget(result)
+    if budget is not None:
+        print(f"gRPC, 1 client: daemon {budget['daemon_ms']:.3f} ms CPU/request = bare ORT"
+              f" {budget['bare_ort_ms']:.3f} + grpcio's own server (null servicer)"
+              f" {budget['grpcio_floor_ms']:.3f} + hotswap {budget['hotswap_ms']:.3f};"
+              f" any grpcio server: {budget['floor_plus_ort_over_ort']:.2f}x bare ORT at best")  # fmt: skip
+
+
 def print_table(result: dict[str, Any]) -> None:
     bare = result["bare_ort"]
     print(f"\nbare ONNX Runtime: {bare['cpu_ms']:.3f} ms CPU, {bare['wall_ms']:.3f} ms wall"
           " per inference (batch 1, one caller);"
           f" {bare['batch8_cpu_ms_per_row']:.3f} ms CPU per row at batch 8")  # fmt: skip
+    print_budget(result)
     head = f"{'batching':8} {'protocol':12} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} {'x ORT':>6} {'RSS MiB':>7} {'errors':>6}"  # fmt: skip
     print(head)
     print("-" * len(head))
@@ -271,16 +334,20 @@ def main() -> None:
         x8 = make_payload(BATCHING["max_batch_size"], args.seed, "binary").x
         bare["batch8_cpu_ms_per_row"] = bare_ort(kit.models["1"], x8, threads, 5.0)["cpu_ms"] / 8
         runs = run_daemon(kit, tmp, False, args) + run_daemon(kit, tmp, True, args)
+        floor = grpc_floor(args, tmp) if "grpc" in args.protocols else None
     result: dict[str, Any] = {
         "scenario": "protocols",
         "stamp": stamp,
         "machine": machine_info(),
         "settings": {**daemon_defaults(), "duration_s": args.duration, "batching": BATCHING},
         "bare_ort": bare,
+        "grpc_floor": floor,
         "runs": runs,
         "targets": targets(runs, bare, max(args.clients)),
+        "grpc_cpu_budget": None,
         "http_levers": http_levers(),
     }
+    result["grpc_cpu_budget"] = cpu_budget(result)
     save(result, args.out, f"protocols-{stamp}", lambda png: draw(result, png), print_table)
 
 
