@@ -21,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from reconciler.core.desired import Desired, LoadError, ModelSpec
+from reconciler.core.desired import Desired, ModelSpec
 from reconciler.core.device import DeviceIdentity
 from reconciler.core.names import Event, Phase
 from reconciler.core.observed import Observed
@@ -31,6 +31,7 @@ from reconciler.core.steps import AnyStep, Rollout
 from reconciler.loop.conditions import publish_conditions
 from reconciler.loop.crashloop import quarantine_crash_loops
 from reconciler.loop.executor import Executor
+from reconciler.loop.load_errors import LoadErrorReporter
 from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.readiness import Readiness
 from reconciler.loop.schedule import Schedule
@@ -60,6 +61,15 @@ STOP_TIMEOUT_S = 8.0  # how long `stop` waits for the steps in flight
 
 
 class Controller:
+    """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
+
+    Settings are keyword arguments rather than one settings object because the step
+    context below takes only its share of them and lives in a lower layer (ops), which
+    may not import a type defined here; keyword-only, so each caller names what it sets.
+    Nothing is configured by assigning attributes after construction. `on_status` is told
+    after every status write (the fleet reporter); it must not block.
+    """
+
     def __init__(
         self,
         desired_dir: Path,
@@ -84,14 +94,6 @@ class Controller:
         on_status: Callable[[], None] | None = None,
         wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
-        """Built once, by the daemon's wiring (`reconciler.cli.daemon`), with every setting.
-
-        Settings are keyword arguments rather than one settings object because the step
-        context below takes only its share of them and lives in a lower layer (ops), which
-        may not import a type defined here; keyword-only, so each caller names what it sets.
-        Nothing is configured by assigning attributes after construction. `on_status` is told
-        after every status write (the fleet reporter); it must not block.
-        """
         self._on_status = on_status
         self.desired_dir = desired_dir
         self.state_dir = state_dir
@@ -122,25 +124,29 @@ class Controller:
             self.ctx, state_dir, lift_quarantine=self.executor.lift_quarantine
         )
         self.trust_dir = trust_dir or state_dir / "trust"
+        self.readiness = Readiness(strict=strict_readiness)
+        self.journal_health = journal_health  # what the start found; shown in status
+        self.schedule = Schedule(clock)
+        self._clock = clock
+        self._wall_clock = wall_clock  # update windows are local time of day, not monotonic
+        self._init_state()
+        self._make_threads(workers)
+
+    def _init_state(self) -> None:
+        """What the loop keeps between passes, as it is before the first."""
         self._trust_error: str | None = None
         self._credentials_error: str | None = None
         self.commits = CommitGate(self.trust_dir)  # the trust dir may require signed commits
         self.restored = False
-        self.readiness = Readiness(strict=strict_readiness)
         self.desired: Desired | None = None
         self.planned: Desired | None = None  # desired with the operator's overrides applied
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the status writer's
         self._closed = False  # stopped: status.json is no longer written
-        self.schedule = Schedule(clock)
-        self._clock = clock
-        self._wall_clock = wall_clock  # update windows are local time of day, not monotonic
         self._window_opens_in: float | None = None  # seconds until a closed window opens
-        self._reported_errors: frozenset[tuple[str, str]] = frozenset()
+        self.load_errors = LoadErrorReporter(self.journal)
         self.passes = 0
-        self.journal_health = journal_health  # what the start found; shown in status
-        self._make_threads(workers)
 
     def _make_threads(self, workers: int) -> None:
         """The model workers, the loop thread and the watcher; `start()` starts the last two."""
@@ -265,7 +271,7 @@ class Controller:
         self.desired = desired
         # the server answers 503 (not 404) for these while none of their versions is loaded
         self.repo.declare({*desired.models, *desired.held_models()})
-        self._report_load_errors(desired.errors)
+        self.load_errors.report(desired.errors)
         for model in self.operator.take(desired):  # a retry starts over, without backoff
             self.schedule.retry_now(model)
         # What is planned: desired state with the operator's overrides (`hotswap rollback`).
@@ -372,24 +378,6 @@ class Controller:
             self._credentials_error = e.message
             return
         self._credentials_error = None
-
-    def _report_load_errors(self, errors: tuple[LoadError, ...]) -> None:
-        """Journal and log invalid desired files once per distinct error, not on every pass."""
-        current = frozenset((e.file, e.message) for e in errors)
-        for err in errors:
-            if (err.file, err.message) not in self._reported_errors:
-                log.error(
-                    "desired.invalid",
-                    file=err.file,
-                    line=err.line,
-                    field=err.field,
-                    model=err.model,
-                    error=err.message,
-                )
-                self.journal.append(
-                    err.model or err.file, Event.DESIRED, Phase.FAILED, detail=err.to_json()
-                )
-        self._reported_errors = current
 
     def write_status(self) -> None:
         with self._lock:
