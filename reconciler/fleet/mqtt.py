@@ -174,12 +174,14 @@ class FleetReporter:
         version: str,
         snapshot: Callable[[], dict[str, Any] | None],
         wake: Wake,
+        journal_head: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
         self.labels = dict(labels)
         self.version = version
         self._snapshot = snapshot
+        self._journal_head = journal_head  # read with each report: it moves with every record
         self._wake = wake
         prefix = settings.topic_prefix
         self.state_topic = topics.device_state(prefix, device_id)
@@ -236,8 +238,9 @@ class FleetReporter:
                 return
             try:
                 state = report.from_snapshot(
-                    self._snapshot(), self.device_id, self.labels, self.version
-                )
+                    self._snapshot(), self.device_id, self.labels, self.version,
+                    journal_head=self._journal_head(),
+                )  # fmt: skip
             except Exception:
                 log.exception("fleet.report-failed")
                 continue
