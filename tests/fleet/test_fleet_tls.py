@@ -82,3 +82,15 @@ def test_a_failed_attempt_is_logged_once_per_cause(pki: Pki) -> None:
     failed = [e for e in logs if e["event"] == "fleet.mqtt-connect-failed"]
     assert len(failed) == 1 and failed[0]["log_level"] == "error"
     assert failed[0]["broker"] == broker and broker in failed[0]["error"]
+
+
+def test_the_daemon_goes_on_without_mqtt_when_its_settings_cannot_be_used(tmp_path: Path) -> None:
+    from reconciler.cli.daemon import DaemonOptions, _fleet_reporter
+
+    settings = MqttSettings("mqtts://broker:8883", ca_file=tmp_path / "trust" / "mqtt-ca.pem")
+    options = DaemonOptions(tmp_path / "desired", tmp_path / "state", mqtt=settings)
+    with capture_logs() as logs:
+        assert _fleet_reporter(options, controller=None, git=None) is None
+    [invalid] = [e for e in logs if e["event"] == "fleet.mqtt-config-invalid"]
+    assert invalid["log_level"] == "error" and invalid["broker"] == "mqtts://broker:8883"
+    assert f"mqtt.ca_file {tmp_path / 'trust' / 'mqtt-ca.pem'}" in invalid["error"]
