@@ -207,11 +207,15 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
 def _fleet_reporter(
     options: DaemonOptions, controller: Controller, git: GitSource | None
 ) -> FleetReporter | None:
-    """The MQTT session when a broker is configured: reports from the status snapshot, and a
-    wake makes the git source fetch now (or, on a desired dir, the controller look now)."""
+    """The MQTT session when a broker is configured: reports from the status snapshot (and the
+    journal head), and a wake makes the git source fetch now (or, on a desired dir, the
+    controller look now). None, logged, when the MQTT settings cannot be used."""
     if options.mqtt is None:
         return None
-    from reconciler.fleet.mqtt import FleetReporter
+    import structlog
+
+    from reconciler.fleet.mqtt import FleetReporter, MqttConfigError
+    from reconciler.state.journal_head import head_report
     from reconciler.state.status import read_snapshot
 
     def wake(commit: str | None) -> None:
@@ -221,14 +225,23 @@ def _fleet_reporter(
             controller.wake()  # re-reads the desired checkout at once
 
     device = options.device
-    return FleetReporter(
-        options.mqtt,
-        device.id if device else "",
-        dict(device.labels) if device else {},
-        hotswap_version(),
-        snapshot=lambda: read_snapshot(options.state_dir),
-        wake=wake,
-    )
+    try:
+        return FleetReporter(
+            options.mqtt,
+            device.id if device else "",
+            dict(device.labels) if device else {},
+            hotswap_version(),
+            snapshot=lambda: read_snapshot(options.state_dir),
+            wake=wake,
+            journal_head=lambda: head_report(options.state_dir / "journal.db"),
+        )
+    except MqttConfigError as e:
+        # as with a broker that is down: the device serves and reconciles without its fleet
+        structlog.get_logger("hotswap.fleet").error(
+            "fleet.mqtt-config-invalid", broker=options.mqtt.broker, error=str(e),
+            note="serving without MQTT until the config is fixed and the daemon restarted",
+        )  # fmt: skip
+        return None
 
 
 def _git_source(options: DaemonOptions, on_published: Callable[[], None]) -> GitSource | None:

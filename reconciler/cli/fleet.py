@@ -58,6 +58,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from reconciler.fleet.mqtt import MqttConfigError
     from reconciler.fleet.observe import BrokerUnreachable, FleetObserver
     from reconciler.fleet.summary import summarize
 
@@ -70,6 +71,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         with FleetObserver(settings) as observer:
             states = observer.settle(args.wait)
+    except MqttConfigError as e:
+        print(f"hotswap: {e}", file=sys.stderr)
+        return EXIT_INVALID
     except BrokerUnreachable as e:
         print(f"hotswap: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -51,6 +51,7 @@ def add_command(commands: Any, common_parent: argparse.ArgumentParser) -> None:
 def cmd_rollout(args: argparse.Namespace) -> int:
     from reconciler.fleet import rollout
     from reconciler.fleet.gitrepo import GitError, is_clean
+    from reconciler.fleet.mqtt import MqttConfigError
     from reconciler.fleet.observe import BrokerUnreachable
 
     repo: Path = args.repo.resolve()
@@ -79,6 +80,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             return EXIT_INVALID
         return _drive(repo, args.model, release, steps, gates, settings)
+    except MqttConfigError as e:
+        print(f"hotswap: {e}", file=sys.stderr)
+        return EXIT_INVALID
     except (GitError, BrokerUnreachable) as e:
         print(f"hotswap: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from reconciler.fleet import report, topics
 
@@ -38,6 +39,7 @@ log = structlog.get_logger("hotswap.fleet")
 
 Wake = Callable[[str | None], None]  # a commit id, or None: look at desired state now
 QOS = 1  # at least once: a retained state must not silently miss the broker
+_T = TypeVar("_T")
 
 
 class MqttConfigError(ValueError):
@@ -71,10 +73,26 @@ class MqttSettings:
         return url.hostname, port, tls
 
 
-def make_client(settings: MqttSettings, client_id: str) -> paho.Client:
-    """A paho client with credentials and TLS as configured (not connected)."""
+class Client(paho.Client):
+    """paho's client, telling `on_connect_error` why an attempt failed: paho's own loop retries
+    quietly and keeps the exception, so an untrusted broker certificate would reach no log."""
+
+    on_connect_error: Callable[[OSError], None] | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as e:
+            if self.on_connect_error is not None:
+                self.on_connect_error(e)
+            raise
+
+
+def make_client(settings: MqttSettings, client_id: str) -> Client:
+    """A paho client with credentials and TLS as configured (not connected). MqttConfigError
+    names the setting (and file) that is wrong, never a secret."""
     tls = settings.address()[2]
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
     if settings.username is not None:
         password = None
         if settings.password_file is not None:
@@ -86,13 +104,63 @@ def make_client(settings: MqttSettings, client_id: str) -> paho.Client:
                 ) from e
         client.username_pw_set(settings.username, password)
     if tls:
-        client.tls_set(
-            ca_certs=str(settings.ca_file) if settings.ca_file else None,
-            certfile=str(settings.cert_file) if settings.cert_file else None,
-            keyfile=str(settings.key_file) if settings.key_file else None,
-        )
+        client.tls_set_context(tls_context(settings))
+    else:
+        _no_tls_files(settings)
     client.reconnect_delay_set(1, settings.reconnect_max_s)
     return client
+
+
+def _no_tls_files(settings: MqttSettings) -> None:
+    # certificates named for a plain-text broker mean the operator expects TLS: connecting
+    # without it would send the password (and every report) in the clear
+    for key in ("ca_file", "cert_file", "key_file"):
+        if getattr(settings, key) is not None:
+            raise MqttConfigError(
+                f"mqtt.{key} is set but mqtt.broker {settings.broker} is not mqtts://"
+            )
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    """The client's TLS context: the broker's certificate must chain to `ca_file` (the system's
+    CAs without one) and name the broker's host; the client certificate is sent if set."""
+    ca, cert, key = settings.ca_file, settings.cert_file, settings.key_file
+    if key is not None and cert is None:
+        raise MqttConfigError("mqtt.key_file is set without mqtt.cert_file")
+    if ca is None:
+        context = ssl.create_default_context()
+    else:
+        context = _loaded(f"mqtt.ca_file {ca}", lambda: ssl.create_default_context(cafile=str(ca)))
+    if cert is not None:
+        named = f"mqtt.cert_file {cert}" + ("" if key is None else f" / mqtt.key_file {key}")
+        _loaded(
+            named, lambda: context.load_cert_chain(str(cert), None if key is None else str(key))
+        )
+    return context
+
+
+def _loaded(named: str, load: Callable[[], _T]) -> _T:
+    try:
+        return load()
+    except OSError as e:  # ssl's own text says what is wrong (and never a key's bytes)
+        raise MqttConfigError(f"{named}: {e.strerror or e}") from e
+
+
+def connect_error(settings: MqttSettings, error: OSError) -> str:
+    """Why a connection attempt to the broker failed, as one line that names the broker."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        trusted = f"mqtt.ca_file {settings.ca_file}" if settings.ca_file else "the system's CAs"
+        why = (
+            f"its TLS certificate was refused ({error.verify_message}); it must be signed by"
+            f" {trusted} and name {settings.address()[0]}"
+        )
+    elif isinstance(error, ssl.SSLError):
+        why = f"TLS handshake failed ({error.reason or error})"
+    elif isinstance(error, TimeoutError):
+        why = "timed out"
+    else:
+        why = error.strerror or str(error) or type(error).__name__
+    return f"cannot reach the broker {settings.broker}: {why}"
 
 
 class FleetReporter:
@@ -106,12 +174,14 @@ class FleetReporter:
         version: str,
         snapshot: Callable[[], dict[str, Any] | None],
         wake: Wake,
+        journal_head: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.device_id = device_id
         self.labels = dict(labels)
         self.version = version
         self._snapshot = snapshot
+        self._journal_head = journal_head  # read with each report: it moves with every record
         self._wake = wake
         prefix = settings.topic_prefix
         self.state_topic = topics.device_state(prefix, device_id)
@@ -122,6 +192,8 @@ class FleetReporter:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_error = self._on_connect_error
+        self._connect_error: str | None = None  # the last one logged (paho's thread only)
         self._lock = threading.Lock()
         self._latest: report.DeviceState | None = None  # coalesced: only the newest is kept
         self._sent: dict[str, Any] | None = None  # what the broker holds (comparable form)
@@ -166,8 +238,9 @@ class FleetReporter:
                 return
             try:
                 state = report.from_snapshot(
-                    self._snapshot(), self.device_id, self.labels, self.version
-                )
+                    self._snapshot(), self.device_id, self.labels, self.version,
+                    journal_head=self._journal_head(),
+                )  # fmt: skip
             except Exception:
                 log.exception("fleet.report-failed")
                 continue
@@ -194,9 +267,10 @@ class FleetReporter:
         self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("fleet.mqtt-refused", reason=str(reason))
+            log.warning("fleet.mqtt-refused", broker=self.settings.broker, reason=str(reason))
             return
-        log.info("fleet.mqtt-connected", device=self.device_id)
+        self._connect_error = None
+        log.info("fleet.mqtt-connected", broker=self.settings.broker, device=self.device_id)
         client.subscribe([(topic, QOS) for topic in self.sync_topics])
         with self._lock:
             self._sent = None  # the broker may have lost it (or holds the last will): send again
@@ -204,6 +278,14 @@ class FleetReporter:
             self._changed.set()  # nothing built yet: the reporter thread builds and sends it
         else:
             self._send_latest()
+
+    def _on_connect_error(self, error: OSError) -> None:
+        # logged once per distinct cause: paho retries every few seconds for as long as it lasts
+        message = connect_error(self.settings, error)
+        if message != self._connect_error:
+            log.error("fleet.mqtt-connect-failed", broker=self.settings.broker, error=message,
+                      note="serving goes on; retrying with backoff")  # fmt: skip
+        self._connect_error = message
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any

@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 import structlog
 
 from reconciler.fleet import topics
-from reconciler.fleet.mqtt import MqttSettings, make_client
+from reconciler.fleet.mqtt import MqttSettings, connect_error, make_client
 from reconciler.fleet.report import DeviceState, NotAReport
 
 log = structlog.get_logger("hotswap.fleet")
@@ -36,6 +36,7 @@ class FleetObserver:
         self._lock = threading.Lock()
         self._states: dict[str, DeviceState] = {}
         self._subscribed = threading.Event()
+        self._refused: str | None = None  # the broker's CONNACK reason, when it said no
         self._last_message = time.monotonic()
         self.messages = 0
 
@@ -44,7 +45,7 @@ class FleetObserver:
         try:
             self.client.connect(host, port, keepalive=self.settings.keepalive_s)
         except OSError as e:
-            raise BrokerUnreachable(f"cannot reach the broker {self.settings.broker}: {e}") from e
+            raise BrokerUnreachable(connect_error(self.settings, e)) from e
         self.client.loop_start()
         return self
 
@@ -54,7 +55,8 @@ class FleetObserver:
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.warning("fleet.mqtt-refused", reason=str(reason))
+            self._refused = str(reason)
+            self._subscribed.set()  # no subscription will come: settle says why now
             return
         client.subscribe(topics.all_states(self.settings.topic_prefix), 1)
 
@@ -82,6 +84,10 @@ class FleetObserver:
         deadline = time.monotonic() + wait_s
         if not self._subscribed.wait(timeout=wait_s):
             raise BrokerUnreachable(f"no subscription on {self.settings.broker} within {wait_s}s")
+        if self._refused is not None:
+            raise BrokerUnreachable(
+                f"the broker {self.settings.broker} refused the connection: {self._refused}"
+            )
         while time.monotonic() < deadline:
             with self._lock:
                 quiet_for = time.monotonic() - self._last_message

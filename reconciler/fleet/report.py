@@ -6,7 +6,8 @@ it retained on `<prefix>/devices/<id>/state`; `hotswap fleet status` and `hotswa
 read it back (`DeviceState.from_json`). It is built from the snapshot rather than from the
 controller's objects so a report says exactly what `hotswap status` says on the device, and so
 this layer needs nothing from the loop. A reader accepts documents of a newer minor shape (unknown
-fields are ignored) and refuses only another `apiVersion`.
+fields are ignored) and refuses only another `apiVersion`; a field added within `hotswap/v1`
+(`journal_head`) is optional, so a report from an older device still reads (as None).
 """
 
 from __future__ import annotations
@@ -54,6 +55,30 @@ class ModelReport:
 
 
 @dataclass(frozen=True)
+class JournalHead:
+    """The device's journal head when the report was built (`reconciler.state.journal_head`):
+    two reports with the same seq and hash reflect the same history, and a head that goes back
+    or changes its hash at a seq already reported means the journal lost or rewrote records."""
+
+    seq: int
+    hash: str
+    time: str = ""  # the head record's
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "time": self.time}
+
+    @classmethod
+    def from_json(cls, data: Any) -> JournalHead | None:
+        """None for a missing or malformed head: the rest of the report still reads."""
+        if not isinstance(data, dict):
+            return None
+        seq, hash_ = data.get("seq"), data.get("hash")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(hash_, str):
+            return None
+        return cls(seq, hash_, str(data.get("time") or ""))
+
+
+@dataclass(frozen=True)
 class DeviceState:
     device: str
     status: str  # ONLINE | OFFLINE (the last will)
@@ -64,10 +89,12 @@ class DeviceState:
     models: dict[str, ModelReport] = field(default_factory=dict)
     updated: str | None = None  # when the daemon wrote the snapshot this was built from
     passes: int = 0
+    journal_head: JournalHead | None = None  # None: no head yet, or an older device's report
 
     def to_json(self) -> dict[str, Any]:
         body = {"apiVersion": API_VERSION, "kind": KIND, **self.__dict__}
         body["models"] = {name: m.to_json() for name, m in sorted(self.models.items())}
+        body["journal_head"] = None if self.journal_head is None else self.journal_head.to_json()
         return body
 
     @classmethod
@@ -91,6 +118,7 @@ class DeviceState:
             },
             updated=data.get("updated"),
             passes=int(data.get("passes") or 0),
+            journal_head=JournalHead.from_json(data.get("journal_head")),
         )
 
     def comparable(self) -> dict[str, Any]:
@@ -140,9 +168,14 @@ def model_report(entry: dict[str, Any]) -> ModelReport:
 
 
 def from_snapshot(
-    snapshot: dict[str, Any] | None, device: str, labels: dict[str, str], version: str
+    snapshot: dict[str, Any] | None,
+    device: str,
+    labels: dict[str, str],
+    version: str,
+    journal_head: dict[str, Any] | None = None,
 ) -> DeviceState:
-    """The online report of a device whose status snapshot is `snapshot` (None: none written)."""
+    """The online report of a device whose status snapshot is `snapshot` (None: none written);
+    `journal_head` as `reconciler.state.journal_head.head_report` gives it."""
     snap = snapshot or {}
     models = _mapping(snap.get("models"))
     return DeviceState(
@@ -155,6 +188,7 @@ def from_snapshot(
         models={name: model_report(m) for name, m in models.items() if isinstance(m, dict)},
         updated=snap.get("updated"),
         passes=int(snap.get("passes") or 0),
+        journal_head=JournalHead.from_json(journal_head),
     )
 
 

@@ -142,3 +142,35 @@ def test_the_password_comes_from_its_file_and_a_missing_one_names_only_the_path(
     with pytest.raises(MqttConfigError) as e:
         make_client(MqttSettings("mqtt://b", username="dev", password_file=tmp_path / "nope"), "c")
     assert "nope" in str(e.value)
+
+
+HEAD = {"seq": 42, "hash": "ab" * 32, "time": "2026-01-02T03:04:05Z"}
+
+
+def test_the_report_carries_the_journal_head_and_reads_without_one() -> None:
+    snap = {"ready": True, "models": {"a": _entry("2", "2")}}
+    state = report.from_snapshot(snap, "dev", {}, "1.0", journal_head=HEAD)
+    body = state.to_json()
+    assert body["journal_head"] == HEAD and body["apiVersion"] == "hotswap/v1"
+    assert DeviceState.from_json(body) == state
+    # a report from a device that kept no head (or an older release) still reads
+    older = {k: v for k, v in body.items() if k != "journal_head"}
+    assert DeviceState.from_json(older).journal_head is None
+    assert report.from_snapshot(snap, "dev", {}, "1.0").to_json()["journal_head"] is None
+    # a damaged head is left out, the rest of the report kept
+    for bad in ({"seq": "42", "hash": "x"}, {"seq": True, "hash": "x"}, {"seq": 1}, "head"):
+        again = DeviceState.from_json({**body, "journal_head": bad})
+        assert again.journal_head is None and again.models == state.models
+
+
+def test_a_moved_journal_head_is_a_change_worth_reporting() -> None:
+    snap = {"ready": True, "passes": 3, "models": {"a": _entry("2", "2")}}
+    before = report.from_snapshot(snap, "dev", {}, "1.0", journal_head=HEAD)
+    after = report.from_snapshot(snap, "dev", {}, "1.0", journal_head={**HEAD, "seq": 43})
+    assert before.comparable() != after.comparable()
+    assert before.journal_head is not None and before.journal_head.seq == 42
+
+
+def test_the_summary_json_carries_the_head() -> None:
+    state = report.from_snapshot({"models": {}}, "dev", {}, "1.0", journal_head=HEAD)
+    assert summary.summarize([state], {}).to_json()["devices"][0]["journal_head"] == HEAD
