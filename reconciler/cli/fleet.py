@@ -41,7 +41,7 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         parents=[common_parent],
         help="one line per device from the retained reports; exit 1 if any is failed or offline",
     )
-    add_mqtt_options(status, broker_flag="--broker")
+    add_mqtt_options(status, broker_flag="--broker", in_trust_dir=False)
     status.add_argument(
         "--label", dest="selector", action="append", type=parse_label, default=[],
         metavar="KEY=VALUE", help="only devices with this label (repeatable: all must match)",

@@ -19,7 +19,12 @@ from reconciler.fleet.topics import DEFAULT_PREFIX
 MACHINE_ID = Path("/etc/machine-id")
 
 
-def add_mqtt_options(parser: argparse.ArgumentParser, broker_flag: str = "--mqtt-broker") -> None:
+def add_mqtt_options(
+    parser: argparse.ArgumentParser, broker_flag: str = "--mqtt-broker", in_trust_dir: bool = True
+) -> None:
+    """`in_trust_dir`: a relative file resolves against the trust dir (`hotswap run`); else
+    against the working directory (`fleet status | rollout`, run from a laptop or CI)."""
+    relative = " (a relative path is in the trust dir)" if in_trust_dir else ""
     group = parser.add_argument_group("MQTT (docs/fleet.md)")
     group.add_argument(
         broker_flag, dest="mqtt_broker", default=None, metavar="URL",
@@ -37,7 +42,7 @@ def add_mqtt_options(parser: argparse.ArgumentParser, broker_flag: str = "--mqtt
         ("key-file", "mqtts: client certificate's key"),
     ):
         dest = "mqtt_" + name.replace("-", "_")
-        suffix = "" if name == "username" else " (a relative path is in the trust dir)"
+        suffix = "" if name == "username" else relative
         group.add_argument(f"--mqtt-{name}", dest=dest, default=None, help=what + suffix)
 
 

@@ -31,7 +31,7 @@ def add_command(commands: Any, common_parent: argparse.ArgumentParser) -> None:
         "rollout", parents=[common_parent],
         help="commit a version to each ring in turn, waiting for its devices and checking gates",
     )  # fmt: skip
-    add_mqtt_options(ro, broker_flag="--broker")
+    add_mqtt_options(ro, broker_flag="--broker", in_trust_dir=False)
     ro.add_argument("--repo", type=Path, default=Path("."), help="the fleet's GitOps checkout")
     ro.add_argument("--model", required=True)
     ro.add_argument("--version", dest="target_version", required=True, metavar="VERSION")
