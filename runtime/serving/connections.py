@@ -7,7 +7,8 @@ with one timer more: from the moment a connection can take a request (it was ope
 previous response was sent) the request's headers must be complete within `timeout_s`, or the
 connection gets a 408 and is closed. The header size is bounded by h11 itself
 (`MAX_HEADER_BYTES`, passed to uvicorn as `h11_max_incomplete_event_size`: larger headers get
-a 400). The body is not timed here: its size is bounded per model (runtime.serving.body).
+a 400). The body is not timed here: its size and pace are bounded per request
+(runtime.serving.body).
 
 Used by reconciler.cli.daemon to build the uvicorn config; it pins the h11 implementation
 (httptools, when installed, is not guarded).
