@@ -8,7 +8,8 @@ calls `quarantine_crash_loops` before anything is begun: a step that runs the mo
 (`queries.RUNS_THE_MODEL`) begun and never ended at `CRASH_LOOP_BOOTS` boots in a row
 quarantines its desired digest with reason `crash-loop` (a terminal `failed` record, which
 also ends the step left open; the quarantine is then reloaded as any other). Fewer boots write
-nothing: a single power cut is recovered as before, without a failure on record.
+nothing: a single power cut is recovered as before, without a failure on record. The restore
+of the last promoted version counts too; the executor then does not restore a quarantined one.
 """
 
 from __future__ import annotations

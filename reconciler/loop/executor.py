@@ -245,11 +245,17 @@ class Executor:
         outcomes: dict[str, Outcome] = {}
         last_promoted = queries.last_promoted(self.journal.records())
         self.ctx.repo.declare(last_promoted)  # 503 while restoring, not 404 (until desired says)
+        self._reload_quarantine()  # a version the daemon kept dying in is not restored
         for model, promoted in sorted(last_promoted.items()):
             swap, rec = promoted.body, promoted.rec
             if not isinstance(swap, SwapDone):
                 problem = getattr(swap, "problem", None)
                 log.error("restore.unreadable", model=model, seq=rec.seq, error=problem)
+                continue
+            held = self.quarantine.get(model)
+            if held is not None and held.digest == swap.spec.digest:
+                log.error("restore.skipped-quarantined", model=model, version=swap.spec.version,
+                          error=held.message)  # fmt: skip
                 continue
             # It was authorised when promoted (the chain-verified journal says by whom):
             # serving it again at boot must not wait for the registry to be reachable.

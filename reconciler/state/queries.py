@@ -209,7 +209,11 @@ def probed(records: Iterable[Record], model: str) -> dict[tuple[str, str], int]:
 
 # The steps that run the model's own code in the daemon: dying in one of them, boot after boot,
 # is the model's doing. A kill in any other step (a fetch, a swap) says nothing about the model.
-RUNS_THE_MODEL = frozenset({StepName.BUILD.value, StepName.WARM.value, StepName.HEALTH_CHECK.value})
+# The restore at startup runs the model too: a promoted version that kills the daemon as it is
+# loaded again must not keep the device in a crash loop either.
+RUNS_THE_MODEL = frozenset({
+    StepName.BUILD.value, StepName.WARM.value, StepName.HEALTH_CHECK.value, StepName.RESTORE.value,
+})  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -157,3 +157,29 @@ def test_a_candidate_the_daemon_dies_in_at_every_boot_is_quarantined(
     assert record["detail"]["boots"] == CRASH_LOOP_BOOTS and record["detail"]["terminal"]
     (row,) = [r for r in device.status()["models"] if r["model"] == MODEL]
     assert row["state"] == "failed (quarantined)" and device.alive(), row
+
+
+def test_a_promoted_version_the_daemon_dies_restoring_at_every_boot_is_not_restored_again(
+    device: Daemon, registry: TinyRegistry
+) -> None:
+    """The restore runs the model too: a last good version that now kills the process as it
+    is loaded (a driver update, a damaged engine) stops being restored after three boots, the
+    daemon stays up, and a new desired version is deployed as usual."""
+    start_serving_v1(device, registry)
+    device.stop()
+    crash = {"HOTSWAP_CRASHPOINT": "restore:begin"}  # dies restoring v1, every boot
+    for boot in range(CRASH_LOOP_BOOTS):
+        device.start(env=crash, resync=2.0)
+        code = device.wait_exit(timeout=60)
+        assert code == -signal.SIGKILL, f"boot {boot + 1}: exit {code}\n{device.log_tail()}"
+    device.start(env=crash, resync=2.0)  # still armed: v1 is not restored, nothing dies
+    (record,) = wait_records(device, "crash-loop quarantine", step="restore", phase="failed")
+    assert record["detail"]["reason"] == "crash-loop" and record["to_version"] == "1"
+    assert '"event": "restore.skipped-quarantined"' in device.log_tail(200)
+    device.wait_for(lambda: any(
+        r["model"] == MODEL and r["state"] == "failed (quarantined)" for r in device.status()["models"]
+    ), what="v1 shown quarantined")  # fmt: skip
+    assert device.alive()
+    deploy(device, registry, "2")  # desired moves on: served as any update
+    wait_version(device, "2")
+    assert device.alive()

@@ -34,3 +34,16 @@ def test_two_boots_are_forgiven_the_third_quarantines(tmp_path: Path) -> None:
     assert queries.quarantined(journal.records())["m"].digest == "d2"
     assert quarantine_crash_loops(journal) == []  # the step is closed now: written once
     journal.close()
+
+
+def test_a_restore_the_daemon_dies_in_three_boots_running_quarantines_the_promoted_version(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    for _ in range(3):
+        journal.append("m", "restore", "begin", to_version="1", desired_digest="d1",
+                       detail={"from_seq": 1})  # fmt: skip
+    (looped,) = quarantine_crash_loops(journal)
+    assert (looped.step, looped.boots) == ("restore", 3)
+    assert queries.quarantined(journal.records())["m"].digest == "d1"
+    journal.close()
