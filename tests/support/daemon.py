@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.support.kit import REPO, Kit, infer_body, write_text
+from tests.support.processes import terminate
 
 
 def free_port() -> int:
@@ -127,14 +128,7 @@ class Daemon:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc, grace_s=20)
         self.client.close()
 
     def log_tail(self, lines: int = 40) -> str:

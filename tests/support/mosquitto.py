@@ -16,7 +16,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -30,6 +29,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.daemon import free_port
+from tests.support.processes import terminate
 from tests.support.tls import Pki
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -133,13 +133,7 @@ class Mosquitto:
         raise RuntimeError("mosquitto did not listen within 10 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None
 
     def restart(self) -> None:

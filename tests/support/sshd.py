@@ -14,7 +14,6 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.support.daemon import free_port
+from tests.support.processes import terminate
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -99,11 +99,5 @@ class Sshd:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None
