@@ -133,7 +133,6 @@ def open_journal(path: Path, strict: bool = False) -> tuple[Journal, JournalHeal
 
 def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None = None) -> Daemon:
     """Build the runtime, the controller and the HTTP server around an open journal."""
-    import uvicorn
 
     from reconciler.loop.controller import Controller
     from reconciler.loop.sdnotify import Notifier
@@ -141,7 +140,6 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
     from reconciler.ops.progress import build_progress
     from reconciler.source.gitsync import desired_link
     from runtime import backends
-    from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
     from runtime.serving.metrics import Metrics
     from runtime.serving.server import app_for, inference_service
     from runtime.serving.slot import Repository
@@ -189,8 +187,21 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
         workers=options.workers,
         access_log=options.access_log,
     )
-    config = uvicorn.Config(
-        app_for(service),
+    config = _http_config(options, app_for(service))
+    server = _server(config, notifier, controller)
+    grpc = _grpc_server(service, options.grpc_listen)
+    return Daemon(controller, server, notifier, grpc, fleet, git)
+
+
+def _http_config(options: DaemonOptions, app: Any) -> Any:
+    """uvicorn's settings: the guarded h11 protocol (a header deadline, bounded header size),
+    no access log of its own (the daemon's is structured), no lifespan."""
+    import uvicorn
+
+    from runtime.serving.connections import MAX_HEADER_BYTES, guarded_h11
+
+    return uvicorn.Config(
+        app,
         host=options.host,
         port=options.port,
         log_level="warning",
@@ -199,9 +210,6 @@ def wire(options: DaemonOptions, journal: Journal, health: JournalHealth | None 
         http=guarded_h11(options.header_timeout_s),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
-    server = _server(config, notifier, controller)
-    grpc = _grpc_server(service, options.grpc_listen)
-    return Daemon(controller, server, notifier, grpc, fleet, git)
 
 
 def _fleet_reporter(

@@ -85,6 +85,21 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         help="inference worker threads (default: one per core)",
     )
     _add_resource_options(run)
+    _add_log_and_connection_options(run)
+    cli_package.add_trust_dir_option(run)
+    run.add_argument(
+        "--strict-readiness",
+        action="store_true",
+        help="/v2/health/ready only while every desired model serves (default: while every model"
+        " that has served still serves; a new model that failed leaves the device ready)",
+    )
+    add_mqtt_options(run)  # fleet: wake and report over MQTT
+    cli_gitopts.add_fleet_options(run, parse_size)  # git source, device identity, rate limit
+    run.set_defaults(handler=cmd_run)
+
+
+def _add_log_and_connection_options(run: argparse.ArgumentParser) -> None:
+    """The access log, log level and format, and the header deadline of HTTP connections."""
     run.add_argument(
         "--access-log",
         action="store_true",
@@ -105,16 +120,6 @@ def add_command(sub: Any, common_parent: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON logs even on a terminal (the default when not a TTY)",
     )
-    cli_package.add_trust_dir_option(run)
-    run.add_argument(
-        "--strict-readiness",
-        action="store_true",
-        help="/v2/health/ready only while every desired model serves (default: while every model"
-        " that has served still serves; a new model that failed leaves the device ready)",
-    )
-    add_mqtt_options(run)  # fleet: wake and report over MQTT
-    cli_gitopts.add_fleet_options(run, parse_size)  # git source, device identity, rate limit
-    run.set_defaults(handler=cmd_run)
 
 
 def _add_resource_options(run: argparse.ArgumentParser) -> None:

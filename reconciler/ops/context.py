@@ -54,6 +54,18 @@ from runtime.serving.slot import Repository
 
 
 class Operations:
+    """The step context (reconciler.core.steps.StepContext): what every step operation needs.
+
+    Settings: `policy`: the device's trust policy (from its trust dir, never from desired state).
+    `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
+    `clock`: monotonic seconds, for rollout stages and the sequential-swap window.
+    `on_progress()`: a long step advanced (at most twice a second), for the status writer.
+    `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
+    `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric).
+    `probe`: the limits of a new model's first run in a child (reconciler.ops.probe).
+    `download_rate_limit`: bytes/s all model downloads may take together (None: no cap).
+    """
+
     def __init__(
         self,
         state_dir: Path,
@@ -73,14 +85,6 @@ class Operations:
         probe: ProbeSettings | None = None,
         download_rate_limit: int | None = None,
     ) -> None:
-        """`policy`: the device's trust policy (from its trust dir, never from desired state).
-        `memory_budget`: bytes all loaded instances may use (None: the device's own limit).
-        `clock`: monotonic seconds, for rollout stages and the sequential-swap window.
-        `on_progress()`: a long step advanced (at most twice a second), for the status writer.
-        `on_rollout_event(model)`: a candidate in a rollout stage failed a request.
-        `on_store_damaged(model, kind)`: a stored blob or artifact was found damaged (metric).
-        `probe`: the limits of a new model's first run in a child (reconciler.ops.probe).
-        `download_rate_limit`: bytes/s all model downloads may take together (None: no cap)."""
         self.state_dir = state_dir
         self.journal = journal
         self.repo = repo

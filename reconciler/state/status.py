@@ -57,21 +57,10 @@ def write_snapshot(
     checkout, when the trust dir asks for one (`reconciler.source.commits`); `journal`: what
     the journal's checks found at start (`JournalHealth.to_json()`); `device`: this device's
     id and labels (`DeviceIdentity.to_json`)."""
-    models: dict[str, Any] = {}
-    names = set(observed.models) | set(desired.models if desired else {})
-    for name in sorted(names):
+    models = _model_rows(desired, observed, repo_view, reasons)
+    for name, row in models.items():
         spec = desired.models.get(name) if desired else None
-        obs = observed.model(name)
-        models[name] = {
-            "desired": {"version": spec.version, "digest": spec.digest, "file": spec.file}
-            if spec
-            else None,
-            **repo_view.get(name, {"active": None, "candidate": None, "standby": None}),
-            "failed_digest": obs.failed_digest,
-            "last_error": obs.last_error,
-            "last_failure": _failure(reasons.get(name)) if reasons else None,
-        }
-        _add_in_flight(models[name], name, spec, store, progress, steps)
+        _add_in_flight(row, name, spec, store, progress, steps)
     body = {
         "format": STATUS_FORMAT,  # absent before progress records; readers ignore what they lack
         "pid": os.getpid(),
@@ -93,6 +82,29 @@ def write_snapshot(
         body["device"] = dict(device)
     atomic_write(state_dir / FILENAME, json.dumps(body, indent=2, sort_keys=True).encode())
     return body
+
+
+def _model_rows(
+    desired: Desired | None,
+    observed: Observed,
+    repo_view: dict[str, Any],
+    reasons: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Per model desired or observed: what is wanted, what serves, its last failure."""
+    models: dict[str, Any] = {}
+    for name in sorted(set(observed.models) | set(desired.models if desired else {})):
+        spec = desired.models.get(name) if desired else None
+        obs = observed.model(name)
+        models[name] = {
+            "desired": {"version": spec.version, "digest": spec.digest, "file": spec.file}
+            if spec
+            else None,
+            **repo_view.get(name, {"active": None, "candidate": None, "standby": None}),
+            "failed_digest": obs.failed_digest,
+            "last_error": obs.last_error,
+            "last_failure": _failure(reasons.get(name)) if reasons else None,
+        }
+    return models
 
 
 def _add_in_flight(
