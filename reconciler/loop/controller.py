@@ -23,7 +23,6 @@ import structlog
 
 from reconciler.core.desired import Desired, ModelSpec
 from reconciler.core.device import DeviceIdentity
-from reconciler.core.names import Event, Phase
 from reconciler.core.observed import Observed
 from reconciler.core.outcome import Outcome
 from reconciler.core.plan import plan
@@ -36,11 +35,11 @@ from reconciler.loop.quarantine import Quarantine
 from reconciler.loop.readiness import Readiness
 from reconciler.loop.schedule import Schedule
 from reconciler.loop.sdnotify import Notifier
+from reconciler.loop.trust_refresh import TrustRefresher
 from reconciler.operator.channel import requests_dir
 from reconciler.operator.handler import OperatorRequests
 from reconciler.ops.backends import Backends
 from reconciler.ops.context import Operations
-from reconciler.ops.credentials import CredentialsError, load_credentials
 from reconciler.ops.probe import ProbeSettings
 from reconciler.source.commits import CommitGate
 from reconciler.source.watch import DesiredWatcher
@@ -51,7 +50,6 @@ from reconciler.state.journal import Journal
 from reconciler.state.journal_open import JournalHealth
 from reconciler.state.status import write_snapshot
 from reconciler.state.summary import status_line
-from reconciler.trust.policy import TrustConfigError, load_policy
 from runtime.serving.metrics import Metrics
 from runtime.serving.slot import Repository
 
@@ -119,11 +117,10 @@ class Controller:
         )
         self.quarantine = Quarantine()  # written by the executor only
         self.executor = Executor(self.ctx, metrics, self.quarantine)
-        # `hotswap rollback | retry` requests and the overrides in force
-        self.operator = OperatorRequests(
-            self.ctx, state_dir, lift_quarantine=self.executor.lift_quarantine
-        )
+        lift = self.executor.lift_quarantine  # `hotswap retry`; the operator's requests:
+        self.operator = OperatorRequests(self.ctx, state_dir, lift_quarantine=lift)
         self.trust_dir = trust_dir or state_dir / "trust"
+        self.trust = TrustRefresher(self.trust_dir, journal, self.ctx)
         self.readiness = Readiness(strict=strict_readiness)
         self.journal_health = journal_health  # what the start found; shown in status
         self.schedule = Schedule(clock)
@@ -134,8 +131,6 @@ class Controller:
 
     def _init_state(self) -> None:
         """What the loop keeps between passes, as it is before the first."""
-        self._trust_error: str | None = None
-        self._credentials_error: str | None = None
         self.commits = CommitGate(self.trust_dir)  # the trust dir may require signed commits
         self.restored = False
         self.desired: Desired | None = None
@@ -339,45 +334,8 @@ class Controller:
         return self.ctx.observe(held.digests, held.errors)
 
     def refresh_trust(self) -> None:
-        """Re-read the device trust policy; a broken policy file keeps the last good one."""
-        self._refresh_credentials()
-        try:
-            self.ctx.policy = load_policy(self.trust_dir)
-        except TrustConfigError as e:
-            if e.message != self._trust_error:
-                log.error("trust.invalid", trust_dir=str(self.trust_dir), error=e.message)
-                self.journal.append("-", Event.TRUST, Phase.FAILED, detail={"message": e.message})
-            self._trust_error = e.message
-            return
-        if self._trust_error is not None or self.passes == 0:
-            policy = self.ctx.policy
-            if policy.allow_unsigned:
-                log.warning(
-                    "trust.ALLOW-UNSIGNED",
-                    trust_dir=str(self.trust_dir),
-                    note="unsigned models will be served",
-                )
-            for why in policy.retired_keys:
-                log.warning("trust.retired-key", trust_dir=str(self.trust_dir), note=why)
-            if not policy.keys and policy.roots is None and not policy.allow_unsigned:
-                log.warning(
-                    "trust.no-keys",
-                    trust_dir=str(self.trust_dir),
-                    note="no model can be verified until a publisher key (*.pub) or root (*.crt) is installed here",
-                )
-        self._trust_error = None
-
-    def _refresh_credentials(self) -> None:
-        """Re-read credentials.yaml; a broken one keeps the last good (its errors name no secret)."""
-        try:
-            self.ctx.credentials = load_credentials(self.trust_dir)
-        except CredentialsError as e:
-            if e.message != self._credentials_error:
-                log.error("credentials.invalid", trust_dir=str(self.trust_dir), error=e.message)
-                self.journal.append("-", Event.TRUST, Phase.FAILED, detail={"message": e.message})
-            self._credentials_error = e.message
-            return
-        self._credentials_error = None
+        """Re-read the trust dir's policy and credentials (loop/trust_refresh)."""
+        self.trust.refresh(first=self.passes == 0)
 
     def write_status(self) -> None:
         with self._lock:
