@@ -127,6 +127,9 @@ class VerifyResult:
     problem: str | None = None
 
 
+LOCK_WAIT_S = 5.0  # how long a write or read waits for another process's lock (sqlite's default)
+
+
 class JournalError(Exception):
     pass
 
@@ -167,11 +170,13 @@ class Journal:
                 )
             # as_uri() percent-quotes the path: a raw `#`, `?` or `%` would open another file
             uri = f"{path.absolute().as_uri()}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=LOCK_WAIT_S)
             self._refuse_unborn()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                path, check_same_thread=False, isolation_level=None, timeout=LOCK_WAIT_S
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(

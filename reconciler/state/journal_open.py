@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.state import journal as journal_module
 from reconciler.state.atomic import fsync_dir
 from reconciler.state.journal import Journal, TypedDetail, VerifyResult
 from reconciler.state.journal_head import (
@@ -168,7 +169,9 @@ def salvage(path: Path) -> tuple[int, tuple[int, str] | None]:
 def _read_rows(path: Path) -> tuple[int, tuple[int, str] | None]:
     count, last = 0, None
     try:
-        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=journal_module.LOCK_WAIT_S
+        )
         try:
             for seq, hash_ in db.execute("SELECT seq, hash FROM records ORDER BY seq"):
                 count += 1

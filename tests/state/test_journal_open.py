@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.names import Event, Phase
+from reconciler.state import journal as journal_module
 from reconciler.state.journal_head import Head, head_path, read_head, write_head
 from reconciler.state.journal_open import JournalRefused, open_checked
 from reconciler.state.journal_records import HeadRepaired, JournalReplaced, JournalUntrusted
@@ -144,8 +145,11 @@ def test_records_of_the_release_before_read_back_as_an_edited_journal() -> None:
     assert JournalUntrusted.fits(Event.JOURNAL, Phase.FAILED)
 
 
-def test_a_journal_locked_by_another_process_is_refused_never_moved_aside(db: Path) -> None:
+def test_a_journal_locked_by_another_process_is_refused_never_moved_aside(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fill(db, 2)
+    monkeypatch.setattr(journal_module, "LOCK_WAIT_S", 0.2)  # the wait is not what is tested
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("PRAGMA journal_mode=DELETE")  # a shell that took the file out of WAL
     holder.execute("BEGIN EXCLUSIVE")
