@@ -109,15 +109,15 @@ def combined_ca_bundle(configured: str, state: Path, environ: dict[str, str]) ->
 
 
 _HINTS = (
-    (("401", "could not read username", "authentication failed"),
+    (("error: 401", "could not read username", "authentication failed"),
      "the server refused the credentials: check this host's entry in credentials.yaml"),
     (("certificate verification failed", "certificate problem", "self signed certificate",
       "unable to get local issuer"),
      "the server's certificate is not trusted: give its CA as ca_bundle in credentials.yaml"),
     # A server that refuses a missing client certificate just ends the session; curl then
     # reports whatever the next socket call saw.
-    (("handshake", "tls", "ssl", "alert", "getpeername", "recv failure", "reset by peer",
-      "pull function", "non-properly terminated"),
+    (("handshake", "gnutls", "openssl", "tls connection", "alert", "getpeername", "recv failure",
+      "reset by peer", "pull function", "non-properly terminated"),
      "the TLS session failed: does the server require a client certificate"
      " (client_cert in credentials.yaml)?"),
 )  # fmt: skip
