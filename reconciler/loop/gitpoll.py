@@ -27,6 +27,7 @@ import structlog
 
 from reconciler.loop.schedule import backoff_delay
 from reconciler.ops.credentials import CredentialsError, load_credentials
+from reconciler.source.githttp import HttpAccess
 from reconciler.source.gitsync import GitMirror, GitSourceConfig, GitSyncError, Synced
 from reconciler.state.atomic import atomic_write
 
@@ -37,21 +38,27 @@ EXPECTED_TRIES = 5
 STATUS_FILE = "source.json"  # <state>/git/source.json, read by `hotswap status`
 
 
-def auth_header(trust_dir: Path, url: str) -> str | None:
-    """`Authorization: ...` for an https URL from the trust dir's credentials.yaml."""
+def http_access(trust_dir: Path, url: str) -> HttpAccess | None:
+    """What git needs for an http(s) URL from the trust dir's credentials.yaml: the host's
+    token or username/password as an `Authorization` header, its (else the global) CA bundle,
+    its client certificate. CredentialsError when the file cannot be used."""
     if urlparse(url).scheme not in ("http", "https"):
         return None
-    try:
-        access = load_credentials(trust_dir).for_url(url)
-    except CredentialsError as e:
-        log.error("git.credentials-invalid", error=e.message)
-        return None
+    creds = load_credentials(trust_dir)
+    access = creds.for_url(url)
+    ca_bundle = (access.ca_bundle if access else None) or creds.ca_bundle
     if access is None:
-        return None
+        return HttpAccess(ca_bundle=ca_bundle) if ca_bundle else None
+    header: str | None = None
+    secrets: tuple[str, ...] = ()
     if access.bearer_token is not None:
-        return "Authorization: Bearer " + access.bearer_token.reveal()
-    basic = access.basic
-    return f"Authorization: {basic}" if basic else None
+        token = access.bearer_token.reveal()
+        header = "Authorization: Bearer " + token
+        secrets = (header, token)
+    elif access.basic and access.password is not None:
+        header = "Authorization: " + access.basic
+        secrets = (header, access.basic.partition(" ")[2], access.password.reveal())
+    return HttpAccess(header, secrets, ca_bundle, access.client_cert, access.client_key)
 
 
 SSH_KEY = "git-ssh-key"  # in the trust dir: the device's deploy key for ssh:// remotes
@@ -125,11 +132,11 @@ class GitSource:
 
     def sync_once(self) -> float:
         """One sync; the seconds until the next."""
-        self.mirror.auth_header = auth_header(self.trust_dir, self.config.url)
         self.mirror.ssh_command = ssh_command(self.trust_dir, self.config.url)
         try:
+            self.mirror.http = http_access(self.trust_dir, self.config.url)
             synced = self.mirror.sync()
-        except (GitSyncError, OSError) as e:
+        except (GitSyncError, CredentialsError, OSError) as e:
             self.failures += 1
             delay = min(self.interval_s, backoff_delay(self.failures))
             if str(e) != self.last_error:

@@ -14,9 +14,10 @@ reader sees has changed; a crash before it leaves an extra worktree that the nex
 or prunes. When the trust dir asks for signed commits, the new worktree is checked by the same
 `CommitGate` the controller uses before the flip: an unsigned commit is never published.
 
-Every `git` call has a timeout. Secrets (an `http.extraHeader`) travel in GIT_CONFIG_* variables,
-never in argv (visible in `ps`) and never in an error message: git's stderr is cleaned of the
-header before it is raised.
+Every `git` call has a timeout. Secrets (an `http.extraHeader`) and TLS files for an https remote
+(`reconciler.source.githttp`) travel in GIT_CONFIG_* variables of the fetch, never in argv
+(visible in `ps`) and never in an error message: git's stderr is cleaned of them before it is
+raised.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.source.commits import CommitGate, CommitVerdict, load_commit_policy
+from reconciler.source.githttp import HttpAccess, hint, without_overrides
 from reconciler.state.crashpoint import crashpoint
 
 FETCH_TIMEOUT_S = 120.0
@@ -79,7 +81,7 @@ class GitMirror:
         root: Path,
         config: GitSourceConfig,
         trust_dir: Path | None = None,
-        auth_header: str | None = None,
+        http: HttpAccess | None = None,
     ) -> None:
         self.root = Path(root)
         self.config = config
@@ -87,37 +89,53 @@ class GitMirror:
         self.worktrees = self.root / "worktrees"
         self.link = desired_link(self.root)
         self.trust_dir = trust_dir
-        self.auth_header = auth_header  # "Authorization: Basic ..." for https; a secret
+        self.http = http  # for an https remote: credentials and TLS files (set per sync)
         self.ssh_command: str | None = None  # GIT_SSH_COMMAND for ssh:// (set per sync)
         self._gate = CommitGate(trust_dir) if trust_dir is not None else None
 
     # -- git -------------------------------------------------------------------------------
-    def _env(self) -> dict[str, str]:
-        extra = {"safe.directory": "*"}
-        if self.auth_header:
-            extra["http.extraHeader"] = self.auth_header
-        env = _commit_env(dict(os.environ), extra)
+    def _env(self, http_config: dict[str, str] | None = None) -> dict[str, str]:
+        environ = without_overrides(dict(os.environ), http_config or {})
+        env = _commit_env(environ, {"safe.directory": "*", **(http_config or {})})
         if self.ssh_command:
             env["GIT_SSH_COMMAND"] = self.ssh_command
         return env
 
-    def git(self, *args: str, cwd: Path | None = None, timeout: float = LOCAL_TIMEOUT_S) -> str:
+    def http_config(self) -> dict[str, str]:
+        """The fetch's extra config for an https remote (none for other remotes)."""
+        if self.http is None:
+            return {}
+        try:
+            return self.http.git_config(self.config.url, self.root, dict(os.environ))
+        except OSError as e:
+            raise GitSyncError(f"the CA bundle for git cannot be made: {e}") from e
+
+    def git(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        timeout: float = LOCAL_TIMEOUT_S,
+        http_config: dict[str, str] | None = None,
+    ) -> str:
         try:
             out = subprocess.run(
                 ["git", *args], cwd=cwd or self.repo, capture_output=True, text=True,
-                timeout=timeout, check=False, env=self._env(),
+                timeout=timeout, check=False, env=self._env(http_config),
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise GitSyncError(f"git {args[0]} took longer than {timeout:.0f} s") from None
         except OSError as e:
             raise GitSyncError(f"git could not be run: {e}") from e
         if out.returncode != 0:
-            raise GitSyncError(f"git {args[0]} failed: {self._clean(out.stderr)}")
+            over_http = args[0] == "fetch" and self.config.url.startswith(("https:", "http:"))
+            reading = hint(out.stderr) if over_http else None
+            said = f" ({reading})" if reading else ""
+            raise GitSyncError(f"git {args[0]} failed{said}: {self._clean(out.stderr)}")
         return out.stdout.strip()
 
     def _clean(self, text: str) -> str:
-        if self.auth_header:
-            text = text.replace(self.auth_header, "***")
+        if self.http is not None:
+            text = self.http.clean(text)
         return " ".join(text.split())[:500] or "(no message)"
 
     # -- the mirror ------------------------------------------------------------------------
@@ -143,7 +161,7 @@ class GitMirror:
         depth = ["--depth", str(self.config.depth)] if self.config.depth > 0 else []
         refspec = f"+{self.config.ref}:refs/hotswap/desired"
         self.git("fetch", "-q", "--no-tags", *depth, "origin", refspec,
-                 timeout=FETCH_TIMEOUT_S)  # fmt: skip
+                 timeout=FETCH_TIMEOUT_S, http_config=self.http_config())  # fmt: skip
         return self.git("rev-parse", "--verify", "refs/hotswap/desired^{commit}")
 
     def serving(self) -> Path | None:

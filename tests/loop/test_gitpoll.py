@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.loop import gitpoll
-from reconciler.loop.gitpoll import GitSource, auth_header, ssh_command
+from reconciler.loop.gitpoll import GitSource, http_access, ssh_command
 from reconciler.source.gitsync import GitSourceConfig
 from tests.support.gitrepos import Upstream
 from tests.support.gitsync import git_tools_missing
@@ -77,10 +77,11 @@ def test_https_credentials_from_the_trust_dir(tmp_path: Path) -> None:
     (trust / "credentials.yaml").write_text(
         "hosts:\n  git.example.com:\n    username: device\n    password: hunter2\n"
     )
-    header = auth_header(trust, "https://git.example.com/fleet.git")
-    assert header is not None and header.startswith("Authorization: Basic ")
-    assert auth_header(trust, "https://other.example.com/fleet.git") is None
-    assert auth_header(trust, "ssh://git.example.com/fleet.git") is None
+    access = http_access(trust, "https://git.example.com/fleet.git")
+    assert access is not None and (access.header or "").startswith("Authorization: Basic ")
+    assert "hunter2" in access.secrets and "hunter2" not in repr(access)
+    assert http_access(trust, "https://other.example.com/fleet.git") is None
+    assert http_access(trust, "ssh://git.example.com/fleet.git") is None
 
 
 def test_ssh_uses_the_trust_dirs_key_and_known_hosts_and_never_prompts(tmp_path: Path) -> None:

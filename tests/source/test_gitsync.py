@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.source.githttp import HttpAccess
 from reconciler.source.gitrev import git_revision
 from reconciler.source.gitsync import GitMirror, GitSourceConfig, GitSyncError
 from tests.support.gitrepos import GitDaemon, Upstream
@@ -111,10 +112,10 @@ def test_over_git_daemon(tmp_path: Path) -> None:
 
 
 def test_credentials_never_reach_argv_or_errors(tmp_path: Path) -> None:
-    m = mirror(
-        tmp_path, "http://127.0.0.1:9/nothing.git", auth_header="Authorization: Bearer s3cr3t"
-    )
-    env = m._env()
+    header = "Authorization: Bearer s3cr3t"
+    http = HttpAccess(header, (header, "s3cr3t"))
+    m = mirror(tmp_path, "http://127.0.0.1:9/nothing.git", http=http)
+    env = m._env(m.http_config())
     assert "s3cr3t" in " ".join(env.values())  # given to git through GIT_CONFIG_* only
     with pytest.raises(GitSyncError) as raised:
         m.sync()
