@@ -17,9 +17,11 @@ import yaml
 
 from tests.support.daemon import Daemon
 from tests.support.e2e import select, wait_served
+from tests.support.git_http import GitHttpServer
 from tests.support.gitrepos import Upstream
 from tests.support.gitsync import git_tools_missing
 from tests.support.kit import Kit
+from tests.support.tls import make_pki
 
 pytestmark = pytest.mark.skipif(bool(git_tools_missing()), reason=str(git_tools_missing()))
 
@@ -61,3 +63,28 @@ def test_git_source_swaps_journals_and_survives_a_crash_during_the_flip(
     wait_served(d, "2", timeout=60)
     swaps = select(d.journal_records(), step="swap", phase="done", to_version="2")
     assert swaps and swaps[0]["revision"] == second
+
+
+def test_git_source_over_https_with_the_trust_dirs_credentials_and_ca(
+    kit: Kit, daemon, tmp_path: Path
+) -> None:
+    """The daemon pulls from a real git smart-HTTP server over TLS (a private CA, Basic auth),
+    with both from credentials.yaml in its trust dir; the password is shown nowhere."""
+    pki = make_pki(tmp_path / "pki")
+    up = Upstream(tmp_path / "served" / "fleet")
+    push(up, kit, "1")
+    password = "s3cr3t-Pa55"
+    with GitHttpServer(tmp_path / "served", pki, password=password) as server:
+        d: Daemon = daemon(desired=tmp_path / "unused")
+        d.desired.rmdir()
+        (d.state / "trust" / "credentials.yaml").write_text(
+            f"ca_bundle: {pki.ca}\nhosts:\n  127.0.0.1:{server.port}:\n"
+            f"    username: {server.username}\n    password: {password}\n"
+        )
+        d.start(args=["--git", server.url("fleet"), "--git-path", PATH, "--git-interval", "0.5"])
+        wait_served(d, "1")
+        second = push(up, kit, "2")
+        wait_served(d, "2", timeout=60)
+        assert d.status()["git"]["serving"] == second
+        shown = d.log_tail(2000) + (d.state / "git" / "source.json").read_text()
+        assert password not in shown and server.requests > 0
