@@ -40,7 +40,12 @@ def _cli(state: Path, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "reconciler", "status", *args]
     cmd += ["--desired", str(state.parent / "desired"), "--state-dir", str(state)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(cmd, env=env, **kw)
+    # Ctrl-C as at a terminal: a test runner's worker may ignore SIGINT, and a child inherits that.
+    return subprocess.Popen(cmd, env=env, preexec_fn=_default_sigint, **kw)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _dirs(tmp_path: Path) -> Path:
