@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.support.daemon import free_port
+from tests.support.processes import terminate
 
 
 def run_git(*args: str, cwd: Path) -> str:
@@ -93,9 +92,7 @@ class GitDaemon:
         raise AssertionError("git daemon did not start listening")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> GitDaemon:
