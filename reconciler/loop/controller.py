@@ -276,6 +276,7 @@ class Controller:
         self.ctx.pin(specs)
         # a candidate still being probed that is no longer wanted is abandoned, not waited for
         self.ctx.abandon_unwanted({m: s.digest for m, s in planned.models.items()})
+        seen = self.schedule.finishes()  # before observing: a run ending after is not in it
         observed = self._with_windows(planned, self.observe())
         steps = plan(planned, observed)
         self.passes += 1
@@ -285,7 +286,7 @@ class Controller:
         now = time.monotonic()
         for model, model_steps in by_model.items():
             resuming = self.executor.waiting_on(model) == model_steps[0]
-            if not self.schedule.claim(model, resuming):
+            if not self.schedule.claim(model, resuming, seen):
                 continue
             # a rollout stage looked at again is routine: only new work is worth an info line
             (log.debug if resuming else log.info)(

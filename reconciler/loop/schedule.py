@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -41,13 +41,23 @@ class Schedule:
         # pass leaves it alone, unless its plan changed or the candidate failed a request.
         self._due: dict[str, float] = {}
         self._urgent: set[str] = set()  # models whose waiting step must be looked at now
+        self._finishes: dict[str, int] = {}  # model -> runs finished so far
 
-    def claim(self, model: str, resuming: bool) -> bool:
-        """May `model` run now? `resuming`: its plan starts with the step it waits on. A claim
-        holds until `finished`."""
+    def finishes(self) -> dict[str, int]:
+        """How many runs of each model have finished: taken before a pass observes."""
+        with self._lock:
+            return dict(self._finishes)
+
+    def claim(self, model: str, resuming: bool, seen: Mapping[str, int] | None = None) -> bool:
+        """May `model` run now? `resuming`: its plan starts with the step it waits on. `seen`:
+        `finishes()` as it was before the pass observed; a run that finished since then is not
+        in what the plan was made from (a failure that quarantined, say), so the plan is stale
+        and is not run: the worker's wake plans again. A claim holds until `finished`."""
         now = self._clock()
         with self._lock:
             if model in self._busy or now < self._backoff.get(model, (0, 0.0))[1]:
+                return False
+            if seen is not None and self._finishes.get(model, 0) != seen.get(model, 0):
                 return False
             if resuming and now < self._due.get(model, 0.0) and model not in self._urgent:
                 return False  # the same stage, not due yet: nothing new to judge
@@ -61,6 +71,7 @@ class Schedule:
         like a failure, so a persistent fault is not retried in a tight loop)."""
         with self._lock:
             self._busy.discard(model)
+            self._finishes[model] = self._finishes.get(model, 0) + 1
             self._due.pop(model, None)
             match outcome:
                 case Wait(after_s=after):

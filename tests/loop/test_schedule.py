@@ -64,3 +64,15 @@ def test_a_crashed_worker_backs_off_and_the_loop_wakes_when_a_backoff_ends() -> 
     clock.advance(2.0)
     assert s.next_due() is None  # ended: nothing to wake for, no spinning
     assert s.claim("a", resuming=False)
+
+
+def test_a_plan_made_before_a_run_finished_is_not_run() -> None:
+    """The pass observed while the model's run was in flight: the quarantine that run's failure
+    set is not in its plan, so running that plan would repeat the failed step."""
+    s = Schedule(FakeClock())
+    s.claim("a", resuming=False)
+    seen = s.finishes()  # the next pass observes now, "a" still running
+    s.finished("a", Failed("http-not-allowed", "plain http", Next.QUARANTINE))
+    assert not s.claim("a", resuming=False, seen=seen)  # stale: the worker's wake plans again
+    assert s.claim("a", resuming=False, seen=s.finishes())
+    assert s.claim("b", resuming=False, seen=seen)  # other models are not held up
