@@ -266,7 +266,6 @@ class Executor:
                 log.warning("restore.authorization-unreadable", model=model, error=str(e))
             step = Restore(model, swap.spec, rec.seq)
             outcomes[model] = self.run(model, [step], swap.spec, rec.revision)
-        self._reload_quarantine()
         return outcomes
 
     def _reload_quarantine(self) -> None:

@@ -8,31 +8,17 @@ just to be thrown away; a chunked body (or one longer than declared) is counted 
 and refused at the limit. The body lands in one bytearray, not in a list of chunks joined at
 the end: reading never holds it twice, and nothing is allocated for bytes not yet received.
 
-A body is also paced: one that stops for `BODY_IDLE_S`, or that after `BODY_GRACE_S` has come
-slower on average than `MIN_BODY_RATE`, gets a 408 and its connection is closed. Without that, a
-client sending a byte a second holds a connection, a buffer and a coroutine for as long as the
-largest body takes at that rate (days), and a few hundred such clients use up the descriptors.
+Its pace is watched by the connection (runtime.serving.connections): a body that stalls or
+trickles gets a 408 there and the connection is closed; reading here then ends as a disconnect.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
-
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from runtime.serving.limits import RequestLimits
 from runtime.serving.responses import HEADER_LENGTH, error_response
-
-BODY_IDLE_S = 10.0  # no byte for this long: the client is gone or stalling
-BODY_GRACE_S = 10.0  # a slow start (a link waking up) is fine for this long
-MIN_BODY_RATE = 16 * 1024  # bytes/s on average after the grace: a thin link still passes
-
-
-class BodyTooSlow(Exception):
-    pass
 
 
 def _number(value: str | None) -> int | None:
@@ -79,36 +65,15 @@ async def read_body(
         return limit
     body = bytearray()
     try:
-        async for chunk in _paced(request.stream(), body):
+        async for chunk in request.stream():
             if len(body) + len(chunk) > limit:
                 return _too_large(
                     f"request body exceeds {limit} bytes, the most model {model!r} can take"
                     f" (inputs at their largest: {limits.describe()})"
                 )
             body += chunk  # grows in place (a large block is remapped, not copied)
-    except BodyTooSlow as e:
-        response = error_response(408, str(e))
+    except ClientDisconnect:  # gone, or closed by the connection's pace check: nobody to answer
+        response = error_response(408, "the client stopped sending the request body")
         response.headers["connection"] = "close"
         return response
     return body
-
-
-async def _paced(chunks: AsyncIterator[bytes], body: bytearray) -> AsyncIterator[bytes]:
-    """The chunks, while they keep coming (see the module docstring); BodyTooSlow if not."""
-    started = time.monotonic()
-    while True:
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), BODY_IDLE_S)
-        except StopAsyncIteration:
-            return
-        except asyncio.TimeoutError:
-            raise BodyTooSlow(
-                f"request body stalled: nothing for {BODY_IDLE_S:g} s after {len(body)} bytes"
-            ) from None
-        elapsed = time.monotonic() - started
-        if elapsed > BODY_GRACE_S and (len(body) + len(chunk)) / elapsed < MIN_BODY_RATE:
-            raise BodyTooSlow(
-                f"request body too slow: {len(body) + len(chunk)} bytes in {elapsed:.0f} s, under"
-                f" {MIN_BODY_RATE // 1024} KiB/s"
-            )
-        yield chunk
